@@ -1,0 +1,9 @@
+"""FAST action tokenizer (DCT + scale/round + byte-level BPE) and the BOS/SPLIT/EOS layout.
+
+Plain numpy/scipy/tokenizers: no torch here.
+"""
+
+from lerobot_fastplus.fast.split_layout import LayoutBatch, ParsedActions, SplitLayout
+from lerobot_fastplus.fast.tokenizer import DecodeResult, FastTokenizer
+
+__all__ = ["DecodeResult", "FastTokenizer", "LayoutBatch", "ParsedActions", "SplitLayout"]
