@@ -64,6 +64,7 @@ def run_demo(cfg: DemoConfig) -> ToolResult:
             chunk_size=cfg.chunk_size,
             split_every=cfg.split_every,
             seed=cfg.seed,
+            overwrite=True,
         )
     )
     report = result.report

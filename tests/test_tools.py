@@ -91,6 +91,17 @@ def test_train_writes_tokenizer_report_and_plot(trained):
     assert layout["tokens_per_chunk"]["min"] >= 5
 
 
+def test_train_refuses_to_replace_a_saved_tokenizer(trained, synthetic_root, tmp_path, capsys):
+    out = shutil.copytree(trained, tmp_path / "out")
+    before = (out / "tokenizer" / "tokenizer.json").read_bytes()
+    code, _, stderr = _run_main(train_tokenizer.main, [f"--root={synthetic_root}", f"--output_dir={out}"], capsys)
+    assert code == 2 and "already exists; pass --overwrite=true" in stderr
+    assert (out / "tokenizer" / "tokenizer.json").read_bytes() == before
+    args = [f"--root={synthetic_root}", f"--output_dir={out}", "--overwrite=true", "--vocab_size=700"]
+    assert _run_main(train_tokenizer.main, args, capsys)[0] == 0
+    assert FastTokenizer.load(out / "tokenizer").vocab_size == 700
+
+
 def test_check_on_trained_tokenizer(trained, synthetic_root, tmp_path, capsys):
     out = tmp_path / "check"
     args = [f"--tokenizer={trained / 'tokenizer'}", f"--root={synthetic_root}", f"--output_dir={out}"]

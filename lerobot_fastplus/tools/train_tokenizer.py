@@ -43,6 +43,8 @@ class TrainTokenizerConfig(ChunkSourceConfig):
     scale: float = 10.0
     # Where tokenizer/, report.json and report.png go (default: outputs/fastplus_tokenizer/<dataset>).
     output_dir: str | None = None
+    # Replace a tokenizer already saved in output_dir (refused otherwise, so nothing saved is lost).
+    overwrite: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -111,6 +113,12 @@ def train(cfg: TrainTokenizerConfig) -> ToolResult:
     """Fit, save and report. Raises ValueError with a readable message on bad input."""
     cfg.validate()
     root = cfg.dataset_root()
+    output_dir = Path(cfg.output_dir or Path("outputs") / "fastplus_tokenizer" / root.name)
+    if (output_dir / "tokenizer").exists() and not cfg.overwrite:
+        raise ValueError(
+            f"{output_dir / 'tokenizer'} already exists; pass --overwrite=true to replace it, or choose another "
+            "--output_dir."
+        )
     dataset = open_dataset(root, cfg.dataset_repo_id(), cfg.episodes)
     check_layout_args(cfg, dataset, cfg.horizon)
     chunks = load_action_chunks(
@@ -130,7 +138,6 @@ def train(cfg: TrainTokenizerConfig) -> ToolResult:
     )
     fit_seconds = time.perf_counter() - start
 
-    output_dir = Path(cfg.output_dir or Path("outputs") / "fastplus_tokenizer" / root.name)
     tokenizer_dir = tokenizer.save(output_dir / "tokenizer")
     report = compute_report(
         tokenizer,
