@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 # Modules whose import registers a LeRobot type (processor step, policy configs).
 _REGISTERING_MODULES = (
     "lerobot_fastplus.fast_action_step",
+    "lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki",
+    "lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast",
 )
 
 

@@ -1,0 +1,1 @@
+"""Policies added by the plugin (each registers its config type when its ``configuration_*`` module is imported)."""

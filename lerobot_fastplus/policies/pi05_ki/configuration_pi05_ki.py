@@ -1,0 +1,133 @@
+"""Configuration of ``pi05_ki``: pi0.5 trained with Knowledge Insulation (arXiv 2505.23705).
+
+A superset of LeRobot's ``PI05Config``. Additions:
+
+* ``paligemma_variant`` / ``action_expert_variant`` also accept ``gemma_tiny`` (tests, CPU experiments);
+* ``text_tokenizer_name``: hub id or local directory of the prompt tokenizer (PaliGemma's by default);
+* ``fast_tokenizer_path``: the FAST tokenizer whose split-layout tokens of the target chunk the backbone
+  learns to predict (``split_every`` steps per sub-chunk, at most ``max_action_tokens`` tokens);
+* ``action_bos_token_id`` / ``action_split_token_id`` / ``action_eos_token_id``: vocabulary ids of the
+  layout's BOS / SPLIT / EOS. FAST id ``f`` maps to ``257023 - f`` (PaliGemma's last 128 ids, the ``<seg>``
+  tokens, are skipped) and fills the ``<loc>`` ids downwards, text ids lie below; the separators therefore
+  must be ``<seg>`` ids (257024..257151), which neither FAST tokens nor prompts ever use;
+* ``fast_loss_weight`` / ``flow_loss_weight``: loss = w_fast * CE(FAST) + w_flow * flow MSE (KI: 1 and 1);
+* ``fast_ce_vocabulary``: ``"action"`` (default) normalises the CE over the action ids only (FAST ids, SPLIT,
+  EOS: what the autoregressive decoder may emit), ``"full"`` over the whole 257,152-id vocabulary;
+* ``action_decoding``: ``"flow"`` (pi05's flow sampling, RTC-capable) or ``"fast"`` (greedy autoregressive
+  decoding from the backbone's FAST head, for comparison);
+* ``init_from``: a pi05 or pi05_ki checkpoint (hub id or local directory) whose weights initialise a new
+  policy, loaded strictly. Use it with ``--policy.type=pi05_ki`` to fine-tune from ``lerobot/pi05_base`` while
+  LeRobot builds this policy's own processors (with ``--policy.pretrained_path`` it would reuse the pi05
+  checkpoint's processors, which produce no FAST tokens; the policy then tokenizes the targets itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lerobot.configs import PreTrainedConfig
+from lerobot.policies.pi05.configuration_pi05 import PI05Config
+
+from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, PALIGEMMA_VOCAB_SIZE
+
+N_SEG_TOKENS = 128
+FAST_ID_BASE = PALIGEMMA_VOCAB_SIZE - 1 - N_SEG_TOKENS  # FAST id f -> FAST_ID_BASE - f
+SEG_IDS = range(FAST_ID_BASE + 1, PALIGEMMA_VOCAB_SIZE)
+ACTION_DECODINGS = ("flow", "fast")
+CE_VOCABULARIES = ("action", "full")
+
+
+@PreTrainedConfig.register_subclass("pi05_ki")
+@dataclass
+class PI05KIConfig(PI05Config):
+    text_tokenizer_name: str = "google/paligemma-3b-pt-224"
+    fast_tokenizer_path: str = "physical-intelligence/fast"
+    split_every: int = 10
+    max_action_tokens: int = 256
+    action_bos_token_id: int = SEG_IDS[0]
+    action_split_token_id: int = SEG_IDS[1]
+    action_eos_token_id: int = SEG_IDS[2]
+    fast_loss_weight: float = 1.0
+    flow_loss_weight: float = 1.0
+    fast_ce_vocabulary: str = "action"
+    action_decoding: str = "flow"
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        # PI05Config.__post_init__ accepts only the two published variants; its other checks are repeated here.
+        PreTrainedConfig.__post_init__(self)
+        if self.n_action_steps > self.chunk_size:
+            raise ValueError(
+                f"n_action_steps ({self.n_action_steps}) cannot be greater than chunk_size ({self.chunk_size})."
+            )
+        if self.dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"dtype must be 'bfloat16' or 'float32', got {self.dtype!r}.")
+        self._validate_variants()
+        self._validate_action_tokens()
+        self._validate_training_and_decoding()
+
+    @property
+    def n_subchunks(self) -> int:
+        return -(-self.chunk_size // self.split_every)
+
+    @property
+    def action_special_ids(self) -> tuple[int, int, int]:
+        return self.action_bos_token_id, self.action_split_token_id, self.action_eos_token_id
+
+    def _validate_variants(self) -> None:
+        for name in ("paligemma_variant", "action_expert_variant"):
+            if getattr(self, name) not in GEMMA_VARIANTS:
+                raise ValueError(f"{name}={getattr(self, name)!r} is unknown; use one of {sorted(GEMMA_VARIANTS)}.")
+        backbone, expert = GEMMA_VARIANTS[self.paligemma_variant], GEMMA_VARIANTS[self.action_expert_variant]
+        shape = ("depth", "num_heads", "head_dim")
+        if [getattr(backbone, k) for k in shape] != [getattr(expert, k) for k in shape]:
+            raise ValueError(
+                f"paligemma_variant={self.paligemma_variant!r} and "
+                f"action_expert_variant={self.action_expert_variant!r} cannot share attention (they need equal "
+                "depth, head count and head size): use gemma_2b with gemma_300m, or gemma_tiny for both."
+            )
+
+    def _validate_action_tokens(self) -> None:
+        if not 0 < self.split_every <= self.chunk_size:
+            raise ValueError(
+                f"split_every={self.split_every} must be in [1, chunk_size={self.chunk_size}]: it is the number of "
+                "steps per FAST sub-chunk (e.g. the FAST tokenizer's time horizon, 10 by default)."
+            )
+        shortest = 1 + 2 * self.n_subchunks  # BOS, then one token and one SPLIT/EOS per sub-chunk
+        if self.max_action_tokens < shortest:
+            raise ValueError(
+                f"max_action_tokens={self.max_action_tokens} cannot hold even the shortest layout of "
+                f"{self.n_subchunks} sub-chunks ({shortest} tokens); raise it (256 fits most data) or raise "
+                "split_every."
+            )
+        names = ("action_bos_token_id", "action_split_token_id", "action_eos_token_id")
+        for name, value in zip(names, self.action_special_ids, strict=True):
+            if value not in SEG_IDS:
+                raise ValueError(
+                    f"{name}={value} is not a PaliGemma <seg> id ({SEG_IDS[0]}..{SEG_IDS[-1]}): FAST tokens use "
+                    f"the ids from {FAST_ID_BASE} downwards and text the ids below, so the layout's BOS/SPLIT/EOS "
+                    f"must be <seg> ids. The defaults {SEG_IDS[0]}, {SEG_IDS[1]}, {SEG_IDS[2]} work."
+                )
+        if len(set(self.action_special_ids)) != 3:
+            raise ValueError(f"{', '.join(names)} must be three different ids; got {self.action_special_ids}.")
+        if not self.fast_tokenizer_path:
+            raise ValueError(
+                "fast_tokenizer_path is empty: set it to a FAST tokenizer directory (fastplus-train-tokenizer writes "
+                "one) or hub id (physical-intelligence/fast)."
+            )
+
+    def _validate_training_and_decoding(self) -> None:
+        if self.fast_loss_weight < 0 or self.flow_loss_weight < 0 or self.fast_loss_weight + self.flow_loss_weight == 0:
+            raise ValueError(
+                f"fast_loss_weight={self.fast_loss_weight} and flow_loss_weight={self.flow_loss_weight} must be "
+                "non-negative and not both zero (Knowledge Insulation uses 1 and 1)."
+            )
+        if self.fast_ce_vocabulary not in CE_VOCABULARIES:
+            raise ValueError(f"fast_ce_vocabulary={self.fast_ce_vocabulary!r}; use one of {CE_VOCABULARIES}.")
+        if self.action_decoding not in ACTION_DECODINGS:
+            raise ValueError(f"action_decoding={self.action_decoding!r}; use one of {ACTION_DECODINGS}.")
+        if self.action_decoding == "fast" and self.rtc_config is not None and self.rtc_config.enabled:
+            raise ValueError(
+                "action_decoding='fast' cannot run with RTC: real-time chunking inpaints with the flow denoiser. "
+                "Use action_decoding='flow' with RTC, or disable rtc_config."
+            )

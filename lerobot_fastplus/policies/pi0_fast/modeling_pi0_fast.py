@@ -1,0 +1,539 @@
+"""The plugin's pi0_fast: LeRobot's pi0-FAST model, with the pieces users hit problems with replaced.
+
+Same parameters and state-dict keys as core ``PI0FastPolicy`` (core checkpoints load, strictly). Changes:
+
+* Sequence ``[images, prompt | action tokens]``: image and prompt tokens attend bidirectionally, action tokens
+  causally. With the split layout the prompt ends in ``Action: `` and the action tokens are
+  ``BOS, sub-chunk tokens, SPLIT, ..., EOS`` with dedicated ids; core checkpoints keep their own layout.
+* Loss only where there are targets: hidden states of the positions that predict a target token are gathered
+  *before* the LM head, which then scores only the candidates (FAST ids, SPLIT, EOS). Core's layout is trained
+  over the full vocabulary, as core trained it, but also only at target positions.
+* Constrained decoding (KV cache or not, greedy or sampled): at each step only legal candidates are scored (a
+  slice of the LM head) and chosen (``decoding.SplitGrammar``); each row stops at EOS and the batch when all
+  rows are done. The horizon is ``chunk_size``; every complete sub-chunk is used, missing steps are filled by
+  the documented rule and reported (``last_decode`` and a warning).
+* No hub access in ``__init__`` for the split layout (the FAST tokenizer may be a local directory and is saved
+  inside each checkpoint), any image size, the ``gemma_tiny`` variant, state-only datasets (no camera).
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Unpack
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lerobot.configs import PreTrainedConfig
+from lerobot.lerobot_types import TransitionKey
+from lerobot.policies.common.vla_utils import make_att_2d_masks, prepare_attention_masks_4d
+from lerobot.policies.pi0_fast.modeling_pi0_fast import ActionSelectKwargs, PI0FastPaliGemma, PI0FastPytorch
+from lerobot.policies.pi0_fast.modeling_pi0_fast import PI0FastPolicy as CorePI0FastPolicy
+from lerobot.policies.pi_gemma import PaliGemmaForConditionalGenerationWithPiGemma
+from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.processor.converters import create_transition
+from lerobot.utils.constants import (
+    ACTION,
+    ACTION_TOKEN_MASK,
+    ACTION_TOKENS,
+    OBS_LANGUAGE_ATTENTION_MASK,
+    OBS_LANGUAGE_TOKENS,
+)
+from lerobot.utils.import_utils import require_package
+from torch import Tensor, nn
+from transformers import AutoTokenizer
+from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb
+
+from lerobot_fastplus.fast.split_layout import SplitLayout
+from lerobot_fastplus.fast.tokenizer import FastTokenizer
+from lerobot_fastplus.fast_action_step import (
+    ACTION_IS_PAD_KEY,
+    ACTION_TOKEN_TARGET_KEY,
+    ACTION_TOKEN_VALID_KEY,
+    ACTION_TOKENS_KEY,
+    FastActionTokenizerStep,
+)
+from lerobot_fastplus.policies.common.backbone import paligemma_hf_config
+from lerobot_fastplus.policies.common.checkpoint import (
+    FAST_TOKENIZER_DIR,
+    checkpoint_fast_tokenizer_dir,
+    load_strictly,
+    read_weights,
+)
+from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import RTC_REFUSAL, PI0FastConfig
+from lerobot_fastplus.policies.pi0_fast.decoding import GrammarState, SplitGrammar, choose, fill_undecoded_chunks
+
+logger = logging.getLogger(__name__)
+
+LM_HEAD_KEY = "model.paligemma_with_expert.paligemma.lm_head.weight"
+EMBED_KEY = "model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
+
+
+@dataclass(frozen=True)
+class ActionVocabulary:
+    """Vocabulary ids of the layout's local ids (FAST ``0..n-1``, BOS, SPLIT, EOS) and the ids that open the
+    action sequence (fed after the prompt before decoding starts)."""
+
+    local_to_vocab: Tensor
+    start_ids: Tensor
+
+    @property
+    def n_fast(self) -> int:
+        return self.local_to_vocab.shape[0] - 3
+
+    @property
+    def candidates(self) -> Tensor:
+        """Vocabulary ids the decoder scores: FAST ids, SPLIT, EOS."""
+        n = self.n_fast
+        return torch.cat([self.local_to_vocab[:n], self.local_to_vocab[n + 1 :]])
+
+
+@dataclass(frozen=True)
+class DecodeReport:
+    """What the last ``predict_action_chunk`` decoded, per batch row."""
+
+    tokens: np.ndarray  # generated tokens (after BOS, up to and including EOS)
+    missing_steps: np.ndarray  # steps of the chunk that no complete, decodable sub-chunk covered
+    held_origin: np.ndarray  # nothing decoded and no earlier action: the row holds the normalised origin
+    reasons: list[list[str]]
+
+    @property
+    def n_incomplete(self) -> int:
+        return int((self.missing_steps > 0).sum())
+
+
+class FastPlusPaliGemma(PI0FastPaliGemma):
+    """Core pi0_fast's PaliGemma, built from a variant name (``gemma_tiny`` allowed) at the configured image size."""
+
+    def __init__(self, config: PI0FastConfig) -> None:
+        nn.Module.__init__(self)  # the parent hard-codes the published SigLIP and ignores image_resolution
+        hf_config = paligemma_hf_config(config.paligemma_variant, config.image_resolution[0], use_adarms=False)
+        self.paligemma = PaliGemmaForConditionalGenerationWithPiGemma(config=hf_config)
+        self.to_bfloat16_for_selected_params(config.dtype)
+
+
+class FastPlusPI0FastPytorch(PI0FastPytorch):
+    """Core pi0_fast's model with target-only loss and constrained decoding over an :class:`ActionVocabulary`."""
+
+    def __init__(self, config: PI0FastConfig, vocab: ActionVocabulary) -> None:
+        nn.Module.__init__(self)  # the parent only knows the published variants
+        if config.image_resolution[0] != config.image_resolution[1]:
+            raise ValueError(f"PaliGemma needs square images; image_resolution={config.image_resolution}.")
+        self.config = config
+        self.rtc_processor = None
+        self._paligemma_tokenizer = None
+        self.paligemma_with_expert = FastPlusPaliGemma(config)
+        self.gradient_checkpointing_enabled = False
+        self.grammar: SplitGrammar | None = None
+        # non-persistent: the state dict stays exactly core pi0_fast's
+        self.register_buffer("local_to_vocab", vocab.local_to_vocab.clone(), persistent=False)
+        self.register_buffer("candidate_vocab", vocab.candidates.clone(), persistent=False)
+        self.register_buffer("start_ids", vocab.start_ids.clone(), persistent=False)
+        if config.compile_model:
+            torch.set_float32_matmul_precision("high")
+            self.forward = torch.compile(self.forward, mode=config.compile_mode)
+
+    @property
+    def n_fast(self) -> int:
+        return self.local_to_vocab.shape[0] - 3
+
+    def _embed_dtype(self) -> torch.dtype:
+        return self.paligemma_with_expert.paligemma.model.language_model.layers[0].self_attn.q_proj.weight.dtype
+
+    def embed_sequence(
+        self, images: list[Tensor], img_masks: list[Tensor], tokens: Tensor, masks: Tensor, action_ids: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Embeddings, pad mask and autoregressive mask of ``[images, prompt | action_ids]`` (vocabulary ids).
+        Images are optional (state-only datasets)."""
+        embs, pad = [], []
+        for img, img_mask in zip(images, img_masks, strict=True):
+            img_emb = self._apply_checkpoint(self.paligemma_with_expert.embed_image, img)
+            embs.append(img_emb)
+            pad.append(img_mask[:, None].expand(img_emb.shape[:2]))
+        ids = torch.cat([tokens, action_ids], dim=1)
+        embs.append(self._apply_checkpoint(self.paligemma_with_expert.embed_language_tokens, ids))
+        pad.append(torch.cat([masks.bool(), torch.ones_like(action_ids, dtype=torch.bool)], dim=1))
+        embs_t, pad_t = torch.cat(embs, dim=1).to(self._embed_dtype()), torch.cat(pad, dim=1)
+        ar = torch.zeros_like(pad_t, dtype=torch.long)
+        ar[:, pad_t.shape[1] - action_ids.shape[1] :] = 1  # action tokens: causal; image + prompt: one block
+        return embs_t, pad_t, ar
+
+    def _backbone(
+        self, embs: Tensor, attention_2d: Tensor, position_ids: Tensor, cache: Any = None, use_cache: bool = False
+    ) -> tuple[Tensor, Any]:
+        (hidden, _), cache = self.paligemma_with_expert.forward(
+            attention_mask=prepare_attention_masks_4d(attention_2d, dtype=embs.dtype),
+            position_ids=position_ids,
+            past_key_values=cache,
+            inputs_embeds=[embs, None],
+            use_cache=use_cache,
+            adarms_cond=[None, None],
+        )
+        return hidden, cache
+
+    def action_hidden(
+        self,
+        images: list[Tensor],
+        img_masks: list[Tensor],
+        tokens: Tensor,
+        masks: Tensor,
+        action_ids: Tensor,
+        action_valid: Tensor,
+    ) -> Tensor:
+        """Final hidden states ``[B, L, width]`` of the action tokens (teacher forcing)."""
+        embs, pad, ar = self.embed_sequence(images, img_masks, tokens, masks, action_ids)
+        pad[:, -action_ids.shape[1] :] = action_valid.bool()
+        hidden, _ = self._backbone(embs, make_att_2d_masks(pad, ar), torch.cumsum(pad, dim=1) - 1)
+        return hidden[:, -action_ids.shape[1] :]
+
+    def lm_head_weight(self) -> Tensor:
+        return self.paligemma_with_expert.paligemma.lm_head.weight
+
+    def forward(
+        self,
+        images: list[Tensor],
+        img_masks: list[Tensor],
+        tokens: Tensor,
+        masks: Tensor,
+        action_ids: Tensor,
+        action_valid: Tensor,
+        target: Tensor,
+        labels: Tensor,
+        full_vocabulary: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per target token: cross-entropy, whether the argmax was right, batch row.
+
+        Position ``i`` predicts token ``i + 1`` where ``target[:, i + 1]``; ``labels`` holds candidate indices
+        (or vocabulary ids with ``full_vocabulary``). Only those positions reach the LM head.
+        """
+        hidden = self.action_hidden(images, img_masks, tokens, masks, action_ids, action_valid)
+        predicted = target[:, 1:].bool()
+        selected = hidden[:, :-1][predicted].float()
+        weight = self.lm_head_weight() if full_vocabulary else self.lm_head_weight()[self.candidate_vocab]
+        logits = selected @ weight.float().T
+        y = labels[:, 1:][predicted]
+        ce = F.cross_entropy(logits, y, reduction="none")
+        return ce, logits.argmax(dim=-1) == y, predicted.nonzero()[:, 0]
+
+    def _cached_step(self, emb: Tensor, key_pad: Tensor, keys: list[Tensor], values: list[Tensor]) -> Tensor:
+        """One decoding step ``[B, 1, width]`` through the language model against the KV cache ``keys`` / ``values``
+        (one tensor per layer, extended in place), with the layers' own modules but none of the generic
+        per-call machinery (mask building, cache objects): the step costs about half as much."""
+        language_model = self.paligemma_with_expert.paligemma.model.language_model
+        position = key_pad.sum(dim=1, keepdim=True) - 1
+        cos, sin = language_model.rotary_emb(emb, position)
+        mask = prepare_attention_masks_4d(key_pad[:, None, :], dtype=emb.dtype)
+        hidden = emb
+        for i, layer in enumerate(language_model.layers):
+            attn = layer.self_attn
+            x, _ = layer.input_layernorm(hidden)
+            shape = (*x.shape[:-1], -1, attn.head_dim)
+            query = attn.q_proj(x).view(shape).transpose(1, 2)
+            key = attn.k_proj(x).view(shape).transpose(1, 2)
+            query, key = apply_rotary_pos_emb(query, key, cos, sin)
+            keys[i] = torch.cat([keys[i], key], dim=2)
+            values[i] = torch.cat([values[i], attn.v_proj(x).view(shape).transpose(1, 2)], dim=2)
+            out = F.scaled_dot_product_attention(
+                query, keys[i], values[i], attn_mask=mask, scale=attn.scaling, enable_gqa=True
+            )
+            hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(*x.shape[:-1], -1))
+            x, _ = layer.post_attention_layernorm(hidden)
+            hidden = hidden + layer.mlp(x)
+        return language_model.norm(hidden)[0]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: list[Tensor],
+        img_masks: list[Tensor],
+        tokens: Tensor,
+        masks: Tensor,
+        *,
+        n_subchunks: int,
+        max_steps: int,
+        temperature: float = 0.0,
+        use_kv_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Constrained decoding: candidate indices ``[B, <= max_steps]`` (FAST ``0..n-1``, SPLIT ``n``, EOS
+        ``n + 1``), EOS-padded once a row is done; stops early when every row is done."""
+        grammar = SplitGrammar(self.n_fast, n_subchunks)
+        batch = tokens.shape[0]
+        start = self.start_ids[None].expand(batch, -1)
+        embs, pad, ar = self.embed_sequence(images, img_masks, tokens, masks, start)
+        weight = self.lm_head_weight()[self.candidate_vocab].float()  # only the ids that can come next
+        state = GrammarState.start(batch, tokens.device)
+        generated: list[Tensor] = []
+        cache = None
+        hidden, cache = self._backbone(
+            embs, make_att_2d_masks(pad, ar), torch.cumsum(pad, dim=1) - 1, use_cache=use_kv_cache
+        )
+        last = hidden[:, -1]
+        if use_kv_cache:
+            keys = [layer.keys for layer in cache.layers]
+            values = [layer.values for layer in cache.layers]
+        for _ in range(max_steps):
+            chosen = choose(last.float() @ weight.T, grammar.legal(state), temperature, generator)
+            generated.append(chosen)
+            state = grammar.advance(state, chosen)
+            if bool(state.done.all()) or len(generated) == max_steps:
+                break
+            new_emb = self.paligemma_with_expert.embed_language_tokens(self.candidate_vocab[chosen][:, None])
+            pad = torch.cat([pad, torch.ones_like(pad[:, :1])], dim=1)
+            ar = torch.cat([ar, torch.ones_like(ar[:, :1])], dim=1)
+            if use_kv_cache:
+                hidden = self._cached_step(new_emb.to(embs.dtype), pad, keys, values)
+            else:
+                embs = torch.cat([embs, new_emb.to(embs.dtype)], dim=1)
+                hidden, _ = self._backbone(embs, make_att_2d_masks(pad, ar), torch.cumsum(pad, dim=1) - 1)
+            last = hidden[:, -1]
+        return torch.stack(generated, dim=1)
+
+
+class PI0FastPolicy(CorePI0FastPolicy):
+    """pi0-FAST with split tokens, constrained decoding and honest failures; replaces LeRobot's ``pi0_fast``."""
+
+    config_class = PI0FastConfig
+    name = "pi0_fast"
+
+    def __init__(self, config: PI0FastConfig, *, fast_tokenizer: FastTokenizer | None = None, **kwargs: Any) -> None:
+        """``fast_tokenizer`` overrides ``config.action_tokenizer_name`` (``from_pretrained`` passes the copy
+        saved in the checkpoint)."""
+        require_package("transformers", extra="pi")
+        PreTrainedPolicy.__init__(self, config)  # the core __init__ loads both tokenizers from the hub
+        if not isinstance(config, PI0FastConfig):
+            raise ValueError(f"{type(self).__name__} needs the plugin's PI0FastConfig, got {type(config).__name__}.")
+        config.validate_features()
+        if config.action_layout is None:
+            config.action_layout = "split"
+        self.config = config
+        self.fast_tokenizer = fast_tokenizer or FastTokenizer.load(config.action_tokenizer_name)
+        core = config.action_layout == "core"
+        split_every = config.chunk_size if core else config.split_every  # core's layout: one FAST chunk
+        self.layout = SplitLayout(self.fast_tokenizer, config.chunk_size, split_every)
+        n_fast = self.layout.n_fast_ids
+        if n_fast > config.fast_id_base + 1:
+            raise ValueError(
+                f"the FAST tokenizer has {n_fast} ids, more than the {config.fast_id_base + 1} vocabulary ids they map "
+                "onto; fit one with a smaller vocab_size (1024 or 2048 are usual)."
+            )
+        fast_vocab = config.fast_id_base - torch.arange(n_fast)
+        bos, split, eos = config.action_special_ids
+        start = [bos]
+        if core:
+            bos, eos, start = self._core_layout_ids()
+        vocab = ActionVocabulary(torch.cat([fast_vocab, torch.tensor([bos, split, eos])]), torch.tensor(start))
+        self.rtc_processor = None
+        self.init_rtc_processor()
+        self.model = FastPlusPI0FastPytorch(config, vocab)
+        if config.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.model.to(config.device)
+        self._fallback_step: FastActionTokenizerStep | None = None
+        self.last_decode: DecodeReport | None = None
+        self.reset()
+
+    def _core_layout_ids(self) -> tuple[int, int, list[int]]:
+        """Core pi0_fast's text BOS, end-of-action ``|`` and opening ``<bos> Action: `` ids (text tokenizer)."""
+        text = AutoTokenizer.from_pretrained(self.config.text_tokenizer_name)
+        prefix = text.encode("Action: ", add_special_tokens=False)
+        end = text.encode("|", add_special_tokens=False)
+        if len(end) != 1 or text.bos_token_id is None:
+            raise ValueError(
+                f"text tokenizer {self.config.text_tokenizer_name} cannot express core pi0_fast's layout ('|' must be "
+                "one token and a BOS must exist); use the PaliGemma tokenizer the checkpoint was trained with."
+            )
+        return text.bos_token_id, end[0], [text.bos_token_id, *prefix]
+
+    def init_rtc_processor(self) -> None:
+        """RTC is refused (``lerobot-rollout --inference.type=rtc`` sets ``rtc_config`` and calls this)."""
+        if self.config.rtc_config is not None:
+            raise ValueError(RTC_REFUSAL)
+        self.rtc_processor = None
+
+    def reset(self) -> None:
+        super().reset()
+        self._previous_action: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ weights
+    @classmethod
+    def from_pretrained(
+        cls: builtins.type[PI0FastPolicy],
+        pretrained_name_or_path: str | Path,
+        *,
+        config: PreTrainedConfig | None = None,
+        force_download: bool = False,
+        resume_download: bool | None = None,
+        proxies: dict | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        revision: str | None = None,
+        strict: bool = True,
+        **kwargs: Any,
+    ) -> PI0FastPolicy:
+        """Load a pi0_fast checkpoint (this plugin's or core LeRobot's), strictly; raises on any mismatch.
+
+        A checkpoint whose config names no ``action_layout`` was written by core pi0_fast and is decoded with
+        core's layout (``<bos> Action: <FAST tokens> |``), the way it was trained.
+        """
+        if not strict:
+            raise ValueError("pi0_fast always loads strictly (a partial load would silently keep random weights).")
+        hub = dict(
+            force_download=force_download,
+            proxies=proxies,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            revision=revision,
+        )
+        if config is None:
+            config = PreTrainedConfig.from_pretrained(pretrained_name_or_path, resume_download=resume_download, **hub)
+        if not isinstance(config, PI0FastConfig):
+            raise ValueError(
+                f"{pretrained_name_or_path} holds a {type(config).__name__} ('{config.type}'), not a pi0_fast config."
+            )
+        if config.action_layout is None:
+            config.action_layout = "core"
+            logger.info(
+                "pi0_fast: %s was trained by LeRobot's core pi0_fast (its config names no action_layout); decoding "
+                "it with core's token layout.",
+                pretrained_name_or_path,
+            )
+        fast_dir = checkpoint_fast_tokenizer_dir(pretrained_name_or_path, **hub)
+        fast = FastTokenizer.load(fast_dir) if fast_dir is not None else None
+        policy = cls(config, fast_tokenizer=fast, **kwargs)
+        policy.load_weights(pretrained_name_or_path, **hub)
+        policy.to(config.device)
+        policy.eval()
+        return policy
+
+    def load_weights(self, pretrained_name_or_path: str | Path, **hub_kwargs: Any) -> None:
+        """Load ``model.safetensors`` (local directory or hub id) strictly; ``ValueError`` names every missing,
+        unexpected or wrongly shaped tensor. Accepts core's key variants (no ``model.`` prefix, no input
+        embedding: it is then copied from the LM head, as core does)."""
+        path, raw = read_weights(pretrained_name_or_path, "pi0_fast", **hub_kwargs)
+        state = {key if key.startswith("model.") else f"model.{key}": value for key, value in raw.items()}
+        if EMBED_KEY not in state and LM_HEAD_KEY in state:
+            state[EMBED_KEY] = state[LM_HEAD_KEY].clone()
+        hint = "Set paligemma_variant and image_resolution to the checkpoint's."
+        model = f"pi0_fast model ({self.config.paligemma_variant}, image {self.config.image_resolution[0]}px)"
+        load_strictly(self, state, path, model, hint)
+        logger.info("pi0_fast: loaded all %d tensors from %s", len(state), path)
+
+    def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
+        super()._save_pretrained(save_directory, state_dict=state_dict)
+        self.fast_tokenizer.save(Path(save_directory) / FAST_TOKENIZER_DIR)
+
+    # ------------------------------------------------------------------ training
+    def _preprocess_images(self, batch: dict[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Core's image preprocessing; no images at all when the policy has no camera (state-only datasets)."""
+        if not self.config.image_features:
+            return [], []
+        return super()._preprocess_images(batch)
+
+    def _split_targets(self, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """Layout ids, valid and target masks: from the FAST processor step, or tokenized here when the batch came
+        through processors without it (e.g. a core checkpoint's, fine-tuned with action_layout='split')."""
+        if ACTION_TOKENS_KEY not in batch:
+            if self._fallback_step is None:
+                logger.info(
+                    "pi0_fast: the batch has no %s (its preprocessor lacks the FAST step); tokenizing the normalised "
+                    "actions in the policy instead.",
+                    ACTION_TOKENS_KEY,
+                )
+                self._fallback_step = FastActionTokenizerStep(
+                    tokenizer=self.fast_tokenizer.to_dict(),
+                    chunk_size=self.config.chunk_size,
+                    split_every=self.config.split_every,
+                    max_tokens=self.config.max_action_tokens,
+                )
+            pad = {ACTION_IS_PAD_KEY: batch[ACTION_IS_PAD_KEY]} if ACTION_IS_PAD_KEY in batch else {}
+            out = self._fallback_step(create_transition(action=batch[ACTION], complementary_data=pad))
+            batch = out[TransitionKey.COMPLEMENTARY_DATA]
+        return tuple(
+            batch[key].to(device) for key in (ACTION_TOKENS_KEY, ACTION_TOKEN_VALID_KEY, ACTION_TOKEN_TARGET_KEY)
+        )
+
+    def _action_sequence(self, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Vocabulary ids, valid mask, target mask and labels (candidate indices, or vocabulary ids in core's
+        layout) of the target action sequences, cut to the longest real sequence of the batch."""
+        if self.config.action_layout == "core":
+            if ACTION_TOKENS not in batch or ACTION_TOKEN_MASK not in batch:
+                raise ValueError(
+                    f"pi0_fast with action_layout='core' trains on core's {ACTION_TOKENS} / {ACTION_TOKEN_MASK} (from "
+                    "core's ActionTokenizerProcessorStep, in a core checkpoint's preprocessor); the batch has neither. "
+                    "Use action_layout='split' with this plugin's processors."
+                )
+            ids, valid = batch[ACTION_TOKENS].to(device).long(), batch[ACTION_TOKEN_MASK].to(device).bool()
+            target, labels = valid.clone(), ids
+        else:
+            local, valid, target = self._split_targets(batch, device)
+            ids, valid, target = self.model.local_to_vocab[local], valid.bool(), target.bool()
+            labels = torch.where(local < self.model.n_fast, local, local - 1)  # local id -> candidate index
+        length = int(valid.sum(dim=1).max())
+        return ids[:, :length], valid[:, :length], target[:, :length], labels[:, :length]
+
+    def forward(self, batch: dict[str, Tensor], reduction: str = "mean") -> tuple[Tensor, dict]:
+        """Next-token cross-entropy on the action targets; logs ``ce_loss`` and ``token_accuracy``.
+        ``reduction="none"`` gives per-sample losses."""
+        images, img_masks = self._preprocess_images(batch)
+        tokens, masks = batch[OBS_LANGUAGE_TOKENS], batch[OBS_LANGUAGE_ATTENTION_MASK]
+        ids, valid, target, labels = self._action_sequence(batch, tokens.device)
+        full = self.config.action_layout == "core"
+        ce, correct, rows = self.model(images, img_masks, tokens, masks, ids, valid, target, labels, full)
+        batch_size = tokens.shape[0]
+        ce_sum = torch.zeros(batch_size, device=ce.device).index_add(0, rows, ce)
+        count = torch.bincount(rows, minlength=batch_size)
+        loss = ce_sum / count.clamp(min=1) if reduction == "none" else ce.sum() / max(ce.numel(), 1)
+        logs = {
+            "loss": loss.mean().item(),
+            "ce_loss": loss.mean().item(),
+            "token_accuracy": correct.float().mean().item() if correct.numel() else 0.0,
+        }
+        return loss, logs
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs: Unpack[ActionSelectKwargs]) -> Tensor:
+        """A ``[B, chunk_size, action_dim]`` chunk (normalised), decoded with constrained sampling.
+
+        Missing steps (sub-chunks not generated before the step limit, or not decodable) hold the nearest decoded
+        step of the same chunk; a chunk with nothing decoded repeats the last action executed from the previous
+        chunk (step ``n_action_steps - 1``) or, at the start of an episode, holds the normalised origin (the
+        dataset's central action). Every such chunk is counted in ``self.last_decode`` and logged as a warning.
+        """
+        self.eval()
+        temperature = kwargs.get("temperature")
+        images, img_masks = self._preprocess_images(batch)
+        tokens, masks = batch[OBS_LANGUAGE_TOKENS], batch[OBS_LANGUAGE_ATTENTION_MASK]
+        generated = self.model.generate(
+            images,
+            img_masks,
+            tokens,
+            masks,
+            n_subchunks=self.layout.n_subchunks,
+            max_steps=self.config.max_decoding_steps,
+            temperature=self.config.temperature if temperature is None else float(temperature),
+            use_kv_cache=self.config.use_kv_cache,
+        )
+        local = generated.cpu().numpy()
+        local = np.where(local < self.layout.n_fast_ids, local, local + 1)  # candidate index -> layout id
+        parsed = self.layout.parse(local, action_dim=self.config.output_features[ACTION].shape[0])
+        actions, held_origin = fill_undecoded_chunks(parsed.actions, parsed.step_valid, self._previous_action)
+        self.last_decode = DecodeReport(local, parsed.missing_steps, held_origin, parsed.reasons)
+        if self.last_decode.n_incomplete:
+            logger.warning(
+                "pi0_fast: %d of %d chunks decoded incompletely (missing steps per chunk: %s; %d held the "
+                "normalised origin for lack of any decoded step); first reason: %s",
+                self.last_decode.n_incomplete,
+                len(local),
+                parsed.missing_steps.tolist(),
+                int(held_origin.sum()),
+                next((r[0] for r in parsed.reasons if r), "undecodable tokens"),
+            )
+        self._previous_action = actions[:, self.config.n_action_steps - 1].copy()
+        return torch.as_tensor(actions, dtype=torch.float32, device=tokens.device)

@@ -1,0 +1,103 @@
+"""pi05_ki inference: pi05's flow sampling (bit-identical to core pi05 on the same weights), RTC, and greedy
+FAST decoding consistent with the training forward (tiny variant, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ki_helpers import CHUNK, DIM, make_assets, make_config, raw_batch
+from lerobot.policies.pi05 import PI05Config
+from lerobot.policies.rtc.configuration_rtc import RTCConfig
+
+from lerobot_fastplus.policies.common.core_tiny import core_pi05_tiny
+from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import PI05KIPolicy
+from lerobot_fastplus.policies.pi05_ki.processor_pi05_ki import make_pi05_ki_pre_post_processors
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return make_assets(tmp_path_factory.mktemp("ki_inference"))
+
+
+@pytest.fixture(scope="module")
+def setup(assets) -> tuple[PI05KIPolicy, dict]:
+    torch.manual_seed(0)
+    config = make_config(assets, n_action_steps=5)
+    pre, _ = make_pi05_ki_pre_post_processors(config, assets.stats)
+    return PI05KIPolicy(config), pre(raw_batch(2, with_action=False))
+
+
+def test_flow_sampling_and_select_action(setup) -> None:
+    policy, obs = setup
+    chunk = policy.predict_action_chunk(obs)
+    assert chunk.shape == (2, CHUNK, DIM) and torch.isfinite(chunk).all()
+    policy.reset()
+    first = policy.select_action(obs)
+    assert first.shape == (2, DIM)
+    assert len(policy._action_queue) == 4  # n_action_steps=5: one popped, four queued
+
+
+def test_sampling_is_core_pi05_on_the_same_weights(setup) -> None:
+    policy, obs = setup
+    core_config = PI05Config(device="cpu", chunk_size=CHUNK, n_action_steps=CHUNK, image_resolution=(64, 64))
+    core_config.input_features, core_config.output_features = (
+        policy.config.input_features,
+        policy.config.output_features,
+    )
+    core = core_pi05_tiny(core_config)
+    core.load_state_dict(policy.state_dict(), strict=True)
+    torch.manual_seed(7)
+    ours = policy.predict_action_chunk(obs)
+    torch.manual_seed(7)
+    theirs = core.predict_action_chunk(obs)
+    assert torch.equal(ours, theirs)
+
+
+def test_rtc_pulls_the_start_of_the_chunk_toward_the_previous_one(assets, setup) -> None:
+    plain, obs = setup
+    torch.manual_seed(0)
+    config = make_config(assets, rtc_config=RTCConfig(execution_horizon=10, max_guidance_weight=10.0))
+    policy = PI05KIPolicy(config)
+    policy.load_state_dict(plain.state_dict())
+    prev = torch.full((2, CHUNK, DIM), 0.5)
+    torch.manual_seed(3)
+    free = policy.predict_action_chunk(obs)
+    torch.manual_seed(3)
+    guided = policy.predict_action_chunk(obs, inference_delay=4, prev_chunk_left_over=prev)
+    torch.manual_seed(3)
+    assert torch.equal(free, plain.predict_action_chunk(obs))  # RTC without a previous chunk changes nothing
+    assert torch.isfinite(guided).all() and guided.shape == free.shape
+    start = slice(0, 4)
+    assert (guided[:, start] - prev[:, start]).abs().mean() < 0.5 * (free[:, start] - prev[:, start]).abs().mean()
+
+
+def test_fast_decoding_matches_teacher_forcing(setup) -> None:
+    """Greedy FAST decoding with the KV cache picks, at every step, the argmax of the training forward
+    fed with the decoded prefix; the chunk it returns is finite and has the dataset's shape."""
+    policy, obs = setup
+    images, img_masks = policy._preprocess_images(obs)
+    tokens, masks = obs["observation.language.tokens"], obs["observation.language.attention_mask"]
+    with torch.no_grad():
+        generated = policy.model.decode_fast(images, img_masks, tokens, masks)
+        bos = torch.full_like(generated[:, :1], policy.layout.bos_id)
+        ids = torch.cat([bos, generated], dim=1)
+        x_t = torch.zeros(2, CHUNK, policy.config.max_action_dim)
+        _, hidden = policy.model.velocity_and_fast_hidden(
+            images, img_masks, tokens, masks, x_t, torch.ones(2), ids, torch.ones_like(ids, dtype=torch.bool)
+        )
+        index = policy.model.fast_logits(hidden[:, :-1]).argmax(dim=-1)
+    n = policy.layout.n_fast_ids
+    forced = torch.where(index < n, index, index + 1)
+    eos = generated == policy.layout.eos_id
+    first_eos = torch.where(eos.any(1), eos.float().argmax(1), torch.tensor(generated.shape[1] - 1))
+    for row in range(2):
+        stop = int(first_eos[row]) + 1
+        assert torch.equal(forced[row, :stop], generated[row, :stop])
+    assert generated.shape[1] <= policy.config.max_action_tokens - 1
+
+    policy.config.action_decoding = "fast"
+    try:
+        chunk = policy.predict_action_chunk(obs)
+    finally:
+        policy.config.action_decoding = "flow"
+    assert chunk.shape == (2, CHUNK, DIM) and torch.isfinite(chunk).all()
