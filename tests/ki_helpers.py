@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from conftest import smooth_chunks
 from lerobot.configs.types import FeatureType, PolicyFeature
+from policy_helpers import CAMERA, CHUNK, DIM, RES, SPLIT, Assets, action_chunks, raw_batch  # noqa: F401
+from policy_helpers import make_assets as _make_assets
 
-from lerobot_fastplus.fast import FastTokenizer
-from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
 from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import PI05KIConfig
-
-CHUNK, SPLIT, DIM, RES = 20, 10, 4, 64
-TASK = "pick the red cube"
-CAMERA = "observation.images.cam"
-
-
-@dataclass(frozen=True)
-class Assets:
-    fast_dir: Path
-    text_dir: Path
-    stats: dict[str, dict[str, torch.Tensor]]
-
-
-def make_assets(root: Path) -> Assets:
-    """A FAST tokenizer fitted on sub-chunks of the test actions, a local text tokenizer, identity q01/q99 stats."""
-    chunks = np.concatenate([action_chunks(8, seed) for seed in range(8)] + [action_chunks(200, 100)])
-    fast = FastTokenizer.fit(chunks.reshape(-1, SPLIT, DIM), vocab_size=512)
-    ones = np.ones(DIM, dtype=np.float32)
-    stat = {"q01": -ones, "q99": ones, "mean": 0 * ones, "std": ones, "min": -ones, "max": ones}
-    stats = {key: {k: torch.tensor(v) for k, v in stat.items()} for key in ("action", "observation.state")}
-    return Assets(fast.save(root / "fast"), write_paligemma_layout_tokenizer(root / "text", TASK.split()), stats)
 
 
 def make_config(assets: Assets, **overrides: Any) -> PI05KIConfig:
@@ -61,21 +36,5 @@ def make_config(assets: Assets, **overrides: Any) -> PI05KIConfig:
     return config
 
 
-def action_chunks(batch_size: int, seed: int) -> np.ndarray:
-    """Smooth action chunks in [-0.9, 0.9]."""
-    return 0.9 * np.clip(smooth_chunks(batch_size, CHUNK, DIM, seed=seed), -1, 1)
-
-
-def raw_batch(batch_size: int, seed: int = 0, with_action: bool = True) -> dict[str, Any]:
-    """An unprocessed batch (seed < 8: FAST encodes it without clipping) with random images."""
-    gen = torch.Generator().manual_seed(seed)
-    actions = torch.tensor(action_chunks(batch_size, seed), dtype=torch.float32)
-    batch: dict[str, Any] = {
-        CAMERA: torch.rand(batch_size, 3, RES, RES, generator=gen),
-        "observation.state": actions[:, 0] + 0.01,
-        "task": [TASK] * batch_size,
-    }
-    if with_action:
-        batch["action"] = actions
-        batch["action_is_pad"] = torch.zeros(batch_size, CHUNK, dtype=torch.bool)
-    return batch
+def make_assets(root: Path) -> Assets:
+    return _make_assets(root, vocab_size=512)
