@@ -4,12 +4,11 @@ with ``--policy.path`` semantics in a fresh process and act, resume training (ti
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import ACT_PRELUDE, BIN, run
 from conftest import shared_dataset
 from lerobot.datasets import LeRobotDataset
 
@@ -19,40 +18,15 @@ from lerobot_fastplus.tools.chunks import load_action_chunks
 from lerobot_fastplus.tools.synthetic_dataset import TASK, make_synthetic_dataset
 
 CHUNK = 20
-BIN = Path(sys.executable).parent
-# Loads a checkpoint the way lerobot-eval / lerobot-rollout do (make_policy + processors from the checkpoint)
-# and runs select_action and predict_action_chunk on the first frame of the dataset.
-ACT_SCRIPT = """
-import json, sys
-import torch
-from lerobot.configs import PreTrainedConfig
-from lerobot.datasets import LeRobotDataset
-from lerobot.policies import make_policy, make_pre_post_processors
-from lerobot.utils.import_utils import register_third_party_plugins
-
-register_third_party_plugins()
-ckpt, root, repo_id = sys.argv[1:4]
-cfg = PreTrainedConfig.from_pretrained(ckpt)
-cfg.pretrained_path = ckpt
-dataset = LeRobotDataset(repo_id, root=root, video_backend="pyav")
-policy = make_policy(cfg, ds_meta=dataset.meta)
-pre, post = make_pre_post_processors(cfg, pretrained_path=ckpt)
-frame = dataset[0]
-obs = {k: v for k, v in frame.items() if k.startswith("observation.")}
-obs["task"] = frame["task"]
-batch = pre(obs)
+ACT_SCRIPT = (
+    ACT_PRELUDE
+    + """
 action = post(policy.select_action(batch))
 chunk = policy.predict_action_chunk(batch)
 print(json.dumps({"type": policy.config.type, "action": list(action.shape), "chunk": list(chunk.shape),
                   "finite": bool(torch.isfinite(action).all() and torch.isfinite(chunk).all())}))
 """
-
-
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_LEROBOT_HOME": str(cwd / "hf_lerobot_home")}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(args[:2])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    return result
+)
 
 
 def tokenizers_for(dataset: LeRobotDataset, root: Path, words: list[str], vocab_size: int) -> tuple[Path, Path]:
