@@ -150,6 +150,7 @@ def bench_pi05_ki_flow(args, anchor, chunks, states, stats, text_dir: str, fast_
             action_expert_variant="gemma_tiny",
             chunk_size=anchor.H,
             n_action_steps=anchor.H,
+            split_every=args.split_every,
             image_resolution=(anchor.RES, anchor.RES),
             tokenizer_max_length=args.prompt_len,
             text_tokenizer_name=text_dir,

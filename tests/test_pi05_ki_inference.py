@@ -10,6 +10,7 @@ from lerobot.policies.pi05 import PI05Config
 from lerobot.policies.rtc.configuration_rtc import RTCConfig
 
 from lerobot_fastplus.policies.common.core_tiny import core_pi05_tiny
+from lerobot_fastplus.policies.common.decoding import GrammarState, SplitGrammar
 from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import PI05KIPolicy
 from lerobot_fastplus.policies.pi05_ki.processor_pi05_ki import make_pi05_ki_pre_post_processors
 
@@ -72,8 +73,9 @@ def test_rtc_pulls_the_start_of_the_chunk_toward_the_previous_one(assets, setup)
 
 
 def test_fast_decoding_matches_teacher_forcing(setup) -> None:
-    """Greedy FAST decoding with the KV cache picks, at every step, the argmax of the training forward
-    fed with the decoded prefix; the chunk it returns is finite and has the dataset's shape."""
+    """Greedy FAST decoding with the KV cache picks, at every step, the argmax over the legal ids of the training
+    forward fed with the decoded prefix, never an illegal one; the chunk it returns is finite and has the dataset's
+    shape and is recorded in ``last_decode``."""
     policy, obs = setup
     images, img_masks = policy._preprocess_images(obs)
     tokens, masks = obs["observation.language.tokens"], obs["observation.language.attention_mask"]
@@ -85,8 +87,16 @@ def test_fast_decoding_matches_teacher_forcing(setup) -> None:
         _, hidden = policy.model.velocity_and_fast_hidden(
             images, img_masks, tokens, masks, x_t, torch.ones(2), ids, torch.ones_like(ids, dtype=torch.bool)
         )
-        index = policy.model.fast_logits(hidden[:, :-1]).argmax(dim=-1)
+        logits = policy.model.fast_logits(hidden[:, :-1])
     n = policy.layout.n_fast_ids
+    grammar = SplitGrammar(n, policy.config.n_subchunks)
+    state, legal = GrammarState.start(2, logits.device), []
+    for step in range(generated.shape[1]):
+        legal.append(grammar.legal(state))
+        candidate = generated[:, step] - (generated[:, step] > n).long()  # layout id -> candidate (BOS skipped)
+        assert legal[-1].gather(1, candidate[:, None]).all(), f"illegal id at step {step}"
+        state = grammar.advance(state, candidate)
+    index = logits.masked_fill(~torch.stack(legal, dim=1), float("-inf")).argmax(dim=-1)
     forced = torch.where(index < n, index, index + 1)
     eos = generated == policy.layout.eos_id
     first_eos = torch.where(eos.any(1), eos.float().argmax(1), torch.tensor(generated.shape[1] - 1))
@@ -101,3 +111,4 @@ def test_fast_decoding_matches_teacher_forcing(setup) -> None:
     finally:
         policy.config.action_decoding = "flow"
     assert chunk.shape == (2, CHUNK, DIM) and torch.isfinite(chunk).all()
+    assert policy.last_decode is not None and policy.last_decode.actions.shape == (2, CHUNK, DIM)

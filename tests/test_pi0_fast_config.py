@@ -64,11 +64,22 @@ def test_a_core_config_json_parses_with_every_core_field(tmp_path) -> None:
     assert saved["type"] == "pi0_fast" and saved["action_layout"] == "split"
 
 
+def test_a_core_config_json_with_a_short_chunk_parses_and_a_split_policy_refuses_it(tmp_path, assets) -> None:
+    core = CorePI0FastConfig(chunk_size=5, n_action_steps=5)
+    (tmp_path / "config.json").write_text(json.dumps({"type": "pi0_fast", **draccus.encode(core)}))
+    config = PreTrainedConfig.from_pretrained(tmp_path)
+    assert (config.chunk_size, config.split_every, config.action_layout) == (5, 10, None)
+    assert config.n_subchunks == 1
+    # a fresh policy resolves the layout to split, and only then is split_every > chunk_size an error
+    with pytest.raises(ValueError, match="split_every=10 must be in"):
+        PI0FastPolicy(make_config(assets, chunk_size=5, n_action_steps=5, action_layout=None))
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"split_every": 25}, "split_every=25 must be in"),
-        ({"split_every": 0}, "split_every=0 must be in"),
+        ({"split_every": 25, "action_layout": "split"}, "split_every=25 must be in"),
+        ({"split_every": 0, "action_layout": "split"}, "split_every=0 must be in"),
         ({"action_layout": "fancy"}, "action_layout='fancy'"),
         ({"paligemma_variant": "gemma_7b"}, "paligemma_variant='gemma_7b' is unknown"),
         ({"action_bos_token_id": SEG_IDS[0] - 1}, "action_bos_token_id=257023 collides with FAST or text ids"),

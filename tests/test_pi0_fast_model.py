@@ -16,7 +16,7 @@ from pi0_fast_helpers import CHUNK, DIM, RES, SPLIT, action_chunks, core_tiny_mo
 from transformers import AutoTokenizer
 
 from lerobot_fastplus.fast_action_step import ACTION_TOKEN_TARGET_KEY, ACTION_TOKEN_VALID_KEY, ACTION_TOKENS_KEY
-from lerobot_fastplus.policies.pi0_fast.decoding import GrammarState, SplitGrammar
+from lerobot_fastplus.policies.common.decoding import GrammarState, SplitGrammar
 from lerobot_fastplus.policies.pi0_fast.modeling_pi0_fast import PI0FastPolicy
 
 

@@ -1,4 +1,4 @@
-"""fastplus-train-tokenizer / fastplus-check-tokenizer / fastplus-demo on LeRobotDatasets (offline, CPU)."""
+"""fastplus-train-tokenizer / fastplus-check-tokenizer on LeRobotDatasets (offline, CPU)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import pytest
 from lerobot.datasets import LeRobotDataset
 from scipy.fft import dct
 
-from lerobot_fastplus import demo
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.tools import check_tokenizer, train_tokenizer
 from lerobot_fastplus.tools.chunks import load_action_chunks, open_dataset
@@ -259,16 +258,6 @@ def test_console_script_in_subprocess(synthetic_root, tmp_path):
     assert FastTokenizer.load(out / "tokenizer").vocab_size == 512
     assert json.loads((out / "report.json").read_text())["config"]["stride"] == 2
     assert (out / "report.png").is_file()
-
-
-def test_demo_is_rerunnable(tmp_path, capsys):
-    args = [f"--output_dir={tmp_path}", "--n_episodes=3", "--episode_len=30", "--image_size=16", "--chunk_size=20"]
-    for _ in range(2):  # the second run replaces the demo dataset
-        code, stdout, _ = _run_main(demo.main, args, capsys)
-        assert code == 0
-    assert "Demo done" in stdout and str(tmp_path / "tokenizer") in stdout
-    assert LeRobotDataset("local/demo", root=tmp_path / "dataset", video_backend="pyav").num_episodes == 3
-    assert (tmp_path / "report.json").is_file() and (tmp_path / "report.png").is_file()
 
 
 @needs_shared_data

@@ -383,7 +383,12 @@ class FastTokenizer:
 
     @classmethod
     def load(cls, path_or_repo_id: str | os.PathLike, *, revision: str | None = None) -> FastTokenizer:
-        """Load a tokenizer directory (ours or a published FAST/FAST+) from disk or the Hugging Face hub."""
+        """Load a tokenizer directory (ours or a published FAST/FAST+) from disk or the Hugging Face hub.
+
+        Raises ``ValueError`` naming the fix for a path that does not exist, a folder that is not a FAST
+        tokenizer (empty, a text tokenizer, the tool's output folder instead of its ``tokenizer/``, a checkpoint
+        instead of its ``fast_tokenizer/``) and unreadable or foreign files.
+        """
         location = Path(path_or_repo_id).expanduser()
         if not location.exists():
             location = _download(str(path_or_repo_id), revision)
@@ -392,17 +397,24 @@ class FastTokenizer:
         missing = [name for name in (PROCESSOR_CONFIG, TOKENIZER_FILE) if not (location / name).is_file()]
         if missing:
             raise ValueError(
-                f"{location} is not a FAST tokenizer directory: missing {', '.join(missing)}. Expected the "
-                "files written by fastplus-train-tokenizer or published as physical-intelligence/fast."
+                f"{location} is not a FAST tokenizer directory: missing {', '.join(missing)}. "
+                f"{_directory_hint(location)}Expected the files written by fastplus-train-tokenizer (in "
+                "<output_dir>/tokenizer) or published as physical-intelligence/fast."
             )
         try:
             config = json.loads((location / PROCESSOR_CONFIG).read_text())
             bpe = Tokenizer.from_file(str(location / TOKENIZER_FILE))
         except Exception as err:
             raise ValueError(f"could not read the FAST tokenizer in {location}: {err}") from err
-        if "scale" not in config or "min_token" not in config:
+        if not isinstance(config, dict) or "scale" not in config or "min_token" not in config:
             raise ValueError(
                 f"{location / PROCESSOR_CONFIG} lacks 'scale'/'min_token': it is not a FAST processor config."
+            )
+        model = type(bpe.model).__name__
+        if model != "BPE":
+            raise ValueError(
+                f"{location / TOKENIZER_FILE} holds a {model} model, not FAST's byte-level BPE: {location} is not a "
+                "FAST action tokenizer (a text tokenizer?). Fit one with fastplus-train-tokenizer."
             )
         return cls(
             bpe,
@@ -414,13 +426,37 @@ class FastTokenizer:
         )
 
 
+def _directory_hint(location: Path) -> str:
+    """Where the tokenizer probably is when ``location`` is a folder that holds one, or what it is instead."""
+    for sub, what in (("tokenizer", "fastplus-train-tokenizer's output folder"), ("fast_tokenizer", "a checkpoint")):
+        if (location / sub / PROCESSOR_CONFIG).is_file():
+            return f"It looks like {what}; the tokenizer is {location / sub}. "
+    if (location / TOKENIZER_FILE).is_file():
+        return "It holds a tokenizer.json but no processor_config.json: it looks like a text tokenizer. "
+    if not any(location.iterdir()):
+        return "The directory is empty. "
+    return ""
+
+
 def _download(repo_id: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
 
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise ValueError(
+            f"FAST tokenizer '{repo_id}' is neither a local directory nor downloadable from the hub: "
+            f"{Path(repo_id).expanduser().absolute()} does not exist, and it is not a hub repo id (owner/name). "
+            "Pass the directory holding processor_config.json and tokenizer.json (fastplus-train-tokenizer writes "
+            "it to <output_dir>/tokenizer)."
+        ) from None
     try:
         return Path(snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=["*.json"]))
     except Exception as err:
         raise ValueError(
-            f"FAST tokenizer '{repo_id}' is neither a local directory nor downloadable from the hub ({err}). "
-            "Pass the path of a directory holding processor_config.json and tokenizer.json."
+            f"FAST tokenizer '{repo_id}' is neither a local directory ({Path(repo_id).absolute()} does not exist) "
+            f"nor downloadable from the hub ({type(err).__name__}: {err}). Pass the directory holding "
+            "processor_config.json and tokenizer.json (fastplus-train-tokenizer writes it to <output_dir>/tokenizer)."
         ) from err

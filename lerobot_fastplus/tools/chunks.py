@@ -113,7 +113,7 @@ class ActionChunks:
 
     def unnormalize(self, normalized: np.ndarray) -> np.ndarray:
         """Back to original units with LeRobot's ``UnnormalizerProcessorStep`` (what a policy's output sees)."""
-        return _apply_step(self.unnormalizer, normalized)
+        return apply_action_step(self.unnormalizer, normalized)
 
     def dim_name(self, d: int) -> str:
         return f"{d} ({self.names[d]})" if self.names and d < len(self.names) else str(d)
@@ -209,7 +209,8 @@ def action_normalizers(
     )
 
 
-def _apply_step(step: NormalizerProcessorStep | UnnormalizerProcessorStep, actions: np.ndarray) -> np.ndarray:
+def apply_action_step(step: NormalizerProcessorStep | UnnormalizerProcessorStep, actions: np.ndarray) -> np.ndarray:
+    """(Un)normalise an action array of any leading shape with one of LeRobot's steps (float64 out)."""
     tensor = torch.from_numpy(np.ascontiguousarray(actions, dtype=np.float32))
     out = step(create_transition(action=tensor))[TransitionKey.ACTION]
     return out.numpy().astype(np.float64)
@@ -279,7 +280,7 @@ def load_action_chunks(
     names = dataset.meta.features[ACTION].get("names")
     return ActionChunks(
         raw=raw,
-        normalized=_apply_step(normalizer, raw),
+        normalized=apply_action_step(normalizer, raw),
         episode_index=episode_index,
         start_frame=start_frame,
         mode=mode,

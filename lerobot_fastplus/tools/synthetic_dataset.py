@@ -5,11 +5,16 @@ gripper alternates between open and closed, ``observation.state`` follows the co
 ``action`` with a two-frame lag and sensor noise, and a tiny rendered camera image shows where the
 arm is. Everything goes through ``LeRobotDataset.create`` / ``add_frame`` / ``save_episode`` /
 ``finalize``, so files and ``meta/stats.json`` are exactly what LeRobot itself writes.
+
+The defaults give that SO-100 layout; keyword arguments change the camera names, the action and state
+sizes and the task (e.g. LIBERO's layout: cameras ``image`` and ``image2``, 7-D action, 8-D state). The
+last action dimension is always the gripper; extra arm joints reuse the SO-100 joint ranges in turn.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,16 +39,34 @@ ROBOT_TYPE = "so100_follower"
 STATE_LAG = 2
 
 
-def dataset_features(image_size: int) -> dict[str, dict]:
-    """LeRobot feature spec: 6-D state and action, one RGB camera stored as images (no video encoder)."""
+def joint_limits(action_dim: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Commanded range of each action dimension: arm joints (SO-100's five, in turn), then the gripper."""
+    if action_dim < 2:
+        raise ValueError(f"action_dim={action_dim}: the synthetic arm needs at least one joint and a gripper (>= 2).")
+    arm = np.arange(action_dim - 1) % 5
+    return np.append(JOINT_LOW[arm], JOINT_LOW[5]), np.append(JOINT_HIGH[arm], JOINT_HIGH[5])
+
+
+def _names(action_dim: int, state_dim: int) -> tuple[list[str], list[str]]:
+    action = JOINT_NAMES if action_dim == 6 else [f"joint_{i}.pos" for i in range(action_dim - 1)] + ["gripper.pos"]
+    return action, action + [f"gripper_{i}.pos" for i in range(1, state_dim - action_dim + 1)]
+
+
+def dataset_features(
+    image_size: int, cameras: Sequence[str] = ("front",), action_dim: int = 6, state_dim: int | None = None
+) -> dict[str, dict]:
+    """LeRobot feature spec: state and action (6-D by default), RGB cameras stored as images (no video encoder).
+
+    A state larger than the action repeats the gripper (e.g. LIBERO's two gripper fingers)."""
+    state_dim = action_dim if state_dim is None else state_dim
+    if state_dim < action_dim:
+        raise ValueError(f"state_dim={state_dim} must be >= action_dim={action_dim} (the state follows the action).")
+    action_names, state_names = _names(action_dim, state_dim)
+    image = {"dtype": "image", "shape": (image_size, image_size, 3), "names": ["height", "width", "channels"]}
     return {
-        "observation.state": {"dtype": "float32", "shape": (6,), "names": JOINT_NAMES},
-        "action": {"dtype": "float32", "shape": (6,), "names": JOINT_NAMES},
-        CAMERA_KEY: {
-            "dtype": "image",
-            "shape": (image_size, image_size, 3),
-            "names": ["height", "width", "channels"],
-        },
+        "observation.state": {"dtype": "float32", "shape": (state_dim,), "names": state_names},
+        "action": {"dtype": "float32", "shape": (action_dim,), "names": action_names},
+        **{f"observation.images.{camera}": dict(image) for camera in cameras},
     }
 
 
@@ -53,43 +76,47 @@ def _min_jerk(start: np.ndarray, end: np.ndarray, steps: int) -> np.ndarray:
     return start + (end - start) * blend
 
 
-def synthetic_actions(episode_len: int, fps: int, rng: np.random.Generator) -> np.ndarray:
-    """One episode of commanded joint positions ``[episode_len, 6]``."""
-    span = JOINT_HIGH - JOINT_LOW
-    point = JOINT_LOW + span * rng.uniform(0.3, 0.7, size=6)
-    point[5] = JOINT_HIGH[5]  # start with the gripper open
+def synthetic_actions(episode_len: int, fps: int, rng: np.random.Generator, action_dim: int = 6) -> np.ndarray:
+    """One episode of commanded joint positions ``[episode_len, action_dim]`` (the gripper last)."""
+    low, high = joint_limits(action_dim)
+    span = high - low
+    point = low + span * rng.uniform(0.3, 0.7, size=action_dim)
+    point[-1] = high[-1]  # start with the gripper open
     gripper_closed = False
     segments = []
     produced = 0
     while produced < episode_len:
         steps = int(rng.integers(15, 36))
-        target = JOINT_LOW + span * rng.uniform(0.1, 0.9, size=6)
+        target = low + span * rng.uniform(0.1, 0.9, size=action_dim)
         gripper_closed = not gripper_closed
-        target[5] = JOINT_LOW[5] + span[5] * (rng.uniform(0.0, 0.1) if gripper_closed else rng.uniform(0.8, 1.0))
+        target[-1] = low[-1] + span[-1] * (rng.uniform(0.0, 0.1) if gripper_closed else rng.uniform(0.8, 1.0))
         segments.append(_min_jerk(point, target, steps))
         point = target
         produced += steps
     actions = np.concatenate(segments)[:episode_len]
 
     t = np.arange(episode_len)[:, None] / fps
-    freq = rng.uniform(0.2, 0.8, size=(1, 6))
-    phase = rng.uniform(0.0, 2 * np.pi, size=(1, 6))
+    freq = rng.uniform(0.2, 0.8, size=(1, action_dim))
+    phase = rng.uniform(0.0, 2 * np.pi, size=(1, action_dim))
     sway = 0.02 * span * np.sin(2 * np.pi * freq * t + phase)
-    sway[:, 5] = 0.0
-    return np.clip(actions + sway, JOINT_LOW, JOINT_HIGH)
+    sway[:, -1] = 0.0
+    return np.clip(actions + sway, low, high)
 
 
-def render_frames(state: np.ndarray, image_size: int) -> np.ndarray:
-    """A cheap top-down view ``[T, S, S, 3]`` (uint8): a square at the wrist, shaded by the gripper."""
-    unit = (state - JOINT_LOW) / (JOINT_HIGH - JOINT_LOW)
+def render_frames(state: np.ndarray, image_size: int, view: int = 0) -> np.ndarray:
+    """A cheap view ``[T, S, S, 3]`` (uint8) of the arm state ``[T, action_dim]``: a square placed by two arm
+    joints (``view`` 0: the first two, top-down; each further view the next two), shaded by the gripper."""
+    low, high = joint_limits(state.shape[1])
+    unit = (state - low) / (high - low)
+    n_arm = state.shape[1] - 1
     grid = np.arange(image_size)
     half = max(1, image_size // 10)
-    cx = (unit[:, 0] * (image_size - 1))[:, None, None]
-    cy = (unit[:, 1] * (image_size - 1))[:, None, None]
+    cx = (unit[:, (2 * view) % n_arm] * (image_size - 1))[:, None, None]
+    cy = (unit[:, (2 * view + 1) % n_arm] * (image_size - 1))[:, None, None]
     inside = (np.abs(grid[None, :, None] - cy) <= half) & (np.abs(grid[None, None, :] - cx) <= half)
     frames = np.empty((len(state), image_size, image_size, 3), dtype=np.uint8)
     frames[...] = np.linspace(40, 120, image_size, dtype=np.uint8)[None, :, None, None]
-    colour = np.stack([200 + 55 * unit[:, 5], 80 + 100 * unit[:, 2], 60 + 120 * unit[:, 4]], axis=-1)
+    colour = np.stack([200 + 55 * unit[:, -1], 80 + 100 * unit[:, 2 % n_arm], 60 + 120 * unit[:, 4 % n_arm]], axis=-1)
     frames[inside] = np.repeat(colour.astype(np.uint8), inside.sum(axis=(1, 2)), axis=0)
     return frames
 
@@ -103,12 +130,19 @@ def make_synthetic_dataset(
     fps: int = 30,
     seed: int = 0,
     overwrite: bool = False,
+    cameras: Sequence[str] = ("front",),
+    action_dim: int = 6,
+    state_dim: int | None = None,
+    task: str = TASK,
 ) -> LeRobotDataset:
     """Write the dataset to ``root`` and return it opened for reading (stats computed by LeRobot).
 
     With ``overwrite`` an existing LeRobotDataset at ``root`` is deleted first; any other existing
-    path is refused so a typo cannot wipe unrelated files.
+    path is refused so a typo cannot wipe unrelated files. ``cameras`` are the names after
+    ``observation.images.`` (each a different view of the arm); ``state_dim`` defaults to ``action_dim``.
     """
+    features = dataset_features(image_size, cameras, action_dim, state_dim)  # validates the sizes first
+    state_dim = features["observation.state"]["shape"][0]
     root = Path(root)
     if root.exists():
         if not overwrite:
@@ -121,7 +155,7 @@ def make_synthetic_dataset(
     dataset = LeRobotDataset.create(
         repo_id=repo_id,
         fps=fps,
-        features=dataset_features(image_size),
+        features=features,
         root=root,
         robot_type=ROBOT_TYPE,
         use_videos=False,
@@ -130,17 +164,21 @@ def make_synthetic_dataset(
     )
     with SuppressProgressBars():  # one bar here instead of one per saved episode
         for _ in tqdm(range(n_episodes), desc="writing synthetic episodes", disable=None):
-            actions = synthetic_actions(episode_len, fps, rng)
+            actions = synthetic_actions(episode_len, fps, rng, action_dim)
             lagged = np.concatenate([np.repeat(actions[:1], STATE_LAG, axis=0), actions[:-STATE_LAG]])
-            state = lagged + rng.normal(0.0, 0.2, size=actions.shape)
-            frames = render_frames(state, image_size)
+            lagged = np.concatenate([lagged, np.repeat(lagged[:, -1:], state_dim - action_dim, axis=1)], axis=1)
+            state = lagged + rng.normal(0.0, 0.2, size=lagged.shape)
+            frames = {
+                f"observation.images.{camera}": render_frames(state[:, :action_dim], image_size, view)
+                for view, camera in enumerate(cameras)
+            }
             for t in range(episode_len):
                 dataset.add_frame(
                     {
                         "observation.state": state[t].astype(np.float32),
                         "action": actions[t].astype(np.float32),
-                        CAMERA_KEY: frames[t],
-                        "task": TASK,
+                        **{key: camera_frames[t] for key, camera_frames in frames.items()},
+                        "task": task,
                     }
                 )
             dataset.save_episode()

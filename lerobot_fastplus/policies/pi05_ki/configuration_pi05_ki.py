@@ -24,17 +24,31 @@ A superset of LeRobot's ``PI05Config``. Additions:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from lerobot.configs import PreTrainedConfig
 from lerobot.policies.pi05.configuration_pi05 import PI05Config
 
+from lerobot_fastplus.fast.tokenizer import FastTokenizer
 from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, PALIGEMMA_VOCAB_SIZE
+from lerobot_fastplus.policies.common.checkpoint import locate_weights
+from lerobot_fastplus.policies.common.validation import (
+    policy_fast_tokenizer,
+    require_action_feature,
+    show_config_errors_on_the_cli,
+)
 
 N_SEG_TOKENS = 128
 FAST_ID_BASE = PALIGEMMA_VOCAB_SIZE - 1 - N_SEG_TOKENS  # FAST id f -> FAST_ID_BASE - f
 SEG_IDS = range(FAST_ID_BASE + 1, PALIGEMMA_VOCAB_SIZE)
 ACTION_DECODINGS = ("flow", "fast")
 CE_VOCABULARIES = ("action", "full")
+INIT_WEIGHTS = "pi05 / pi05_ki"  # the checkpoints init_from accepts, as named in errors
+# lerobot-rollout sets rtc_config on an already built policy, so PI05KIPolicy.init_rtc_processor repeats this check.
+FAST_DECODING_RTC_REFUSAL = (
+    "action_decoding='fast' cannot run with RTC: real-time chunking inpaints with the flow denoiser. "
+    "Use action_decoding='flow' with RTC (--inference.type=rtc), or disable rtc_config (--inference.type=sync)."
+)
 
 
 @PreTrainedConfig.register_subclass("pi05_ki")
@@ -69,6 +83,34 @@ class PI05KIConfig(PI05Config):
     @property
     def n_subchunks(self) -> int:
         return -(-self.chunk_size // self.split_every)
+
+    def validate_features(self) -> None:
+        """Refuse a dataset pi05_ki cannot train on (no action; no camera and no ``empty_cameras``) after adding
+        pi05's defaults (``empty_cameras`` blank camera features, padded state)."""
+        require_action_feature(self, "pi05_ki")
+        super().validate_features()
+        if not self.image_features:
+            features = ", ".join(sorted(self.input_features)) or "none"
+            raise ValueError(
+                f"pi05_ki needs at least one camera (an observation.images.* feature), but the dataset has none "
+                f"(its features: {features}). For state-only data add a blank camera with --policy.empty_cameras=1, "
+                "or use --policy.type=pi0_fast."
+            )
+
+    def load_fast_tokenizer(self, tokenizer: FastTokenizer | None = None) -> FastTokenizer:
+        """The FAST tokenizer of a new policy (``fast_tokenizer_path``) or the given one (a checkpoint's copy),
+        checked against the action feature and, for a new policy, against ``split_every``."""
+        return policy_fast_tokenizer(
+            self, self.fast_tokenizer_path, "--policy.fast_tokenizer_path", tokenizer, self.split_every
+        )
+
+    def locate_init_weights(self) -> Path:
+        """``model.safetensors`` of ``init_from``; checked before a policy allocates its model, so a wrong path fails
+        within seconds, with the flag named."""
+        try:
+            return locate_weights(self.init_from, INIT_WEIGHTS)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"--policy.init_from={self.init_from}: {err}") from err
 
     @property
     def action_special_ids(self) -> tuple[int, int, int]:
@@ -127,7 +169,7 @@ class PI05KIConfig(PI05Config):
         if self.action_decoding not in ACTION_DECODINGS:
             raise ValueError(f"action_decoding={self.action_decoding!r}; use one of {ACTION_DECODINGS}.")
         if self.action_decoding == "fast" and self.rtc_config is not None and self.rtc_config.enabled:
-            raise ValueError(
-                "action_decoding='fast' cannot run with RTC: real-time chunking inpaints with the flow denoiser. "
-                "Use action_decoding='flow' with RTC, or disable rtc_config."
-            )
+            raise ValueError(FAST_DECODING_RTC_REFUSAL)
+
+
+show_config_errors_on_the_cli()

@@ -11,16 +11,19 @@ Training sequence: ``[images, prompt | FAST tokens of the target chunk | noisy a
 * Loss: ``fast_loss_weight * CE(FAST tokens) + flow_loss_weight * flow MSE``. The CE is computed from the
   backbone's hidden states at target positions only, through PaliGemma's LM head, which is tied to its input
   embedding (openpi decodes with the embedding table; LeRobot's port keeps an untied ``lm_head`` copy that pi05
-  never trains and that KI leaves alone too).
+  never trains; KI freezes it and the expert's unused ``lm_head``, so DDP has no unused parameters).
 
 Inference is pi05's flow sampling (RTC included); ``action_decoding="fast"`` instead decodes the chunk greedily
-from the FAST head. Parameters and state-dict keys are exactly pi05's, so pi05 checkpoints load (strictly).
+from the FAST head, constrained to the split layout's grammar like pi0_fast. Parameters and state-dict keys are
+exactly pi05's, so pi05 checkpoints load (strictly).
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Unpack
@@ -50,7 +53,7 @@ from lerobot.utils.import_utils import require_package
 from torch import Tensor, nn
 from transformers.models.gemma import modeling_gemma
 
-from lerobot_fastplus.fast.split_layout import SplitLayout
+from lerobot_fastplus.fast.split_layout import ParsedActions, SplitLayout
 from lerobot_fastplus.fast.tokenizer import FastTokenizer
 from lerobot_fastplus.fast_action_step import (
     ACTION_IS_PAD_KEY,
@@ -66,7 +69,13 @@ from lerobot_fastplus.policies.common.checkpoint import (
     load_strictly,
     read_weights,
 )
-from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import FAST_ID_BASE, PI05KIConfig
+from lerobot_fastplus.policies.common.decoding import GrammarState, SplitGrammar, choose
+from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import (
+    FAST_DECODING_RTC_REFUSAL,
+    FAST_ID_BASE,
+    INIT_WEIGHTS,
+    PI05KIConfig,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +161,14 @@ class KIPaliGemmaWithExpertModel(PaliGemmaWithExpertModel):
         self.gemma_expert.model.embed_tokens = None
         self.to_bfloat16_for_selected_params(config.dtype)
         self._set_requires_grad()
+
+    def _set_requires_grad(self) -> None:
+        """pi05's freezing, plus the two LM heads that no loss reaches (the FAST head is the tied input embedding;
+        the expert emits no tokens). Trainable, they would get no gradient: DDP without ``find_unused_parameters``
+        rejects that, and with it still all-reduces their vocabulary x width zero gradients every step."""
+        super()._set_requires_grad()
+        for head in (self.paligemma.lm_head, self.gemma_expert.lm_head):
+            head.weight.requires_grad_(False)
 
     def forward(
         self,
@@ -341,8 +358,8 @@ class PI05KIPytorch(PI05Pytorch):
 
     @torch.no_grad()
     def decode_fast(self, images: list[Tensor], img_masks: list[Tensor], tokens: Tensor, masks: Tensor) -> Tensor:
-        """Greedy autoregressive layout ids ``[B, <= max_action_tokens - 1]`` (after BOS) from the FAST head,
-        restricted to the action ids; finished rows are padded with EOS."""
+        """Greedy autoregressive layout ids ``[B, <= max_action_tokens - 1]`` (after BOS) from the FAST head.
+        Only ids the split layout allows next can be chosen (pi0_fast's grammar); finished rows pad with EOS."""
         prefix_embs, prefix_pad, prefix_att = self.embed_prefix(images, img_masks, tokens, masks)
         language_model = self.paligemma_with_expert.paligemma.model.language_model
         language_model.config._attn_implementation = "eager"
@@ -355,9 +372,9 @@ class PI05KIPytorch(PI05Pytorch):
         cache, key_pad = prefix.past_key_values, prefix_pad
         next_position = prefix_pad.sum(dim=1, keepdim=True)
         n = self.n_fast_ids
-        bos, eos = n, n + 2
-        token = torch.full((prefix_pad.shape[0],), bos, dtype=torch.long, device=prefix_pad.device)
-        done = torch.zeros_like(token, dtype=torch.bool)
+        grammar = SplitGrammar(n, self.config.n_subchunks)
+        state = GrammarState.start(prefix_pad.shape[0], prefix_pad.device)
+        token = torch.full_like(state.subchunk, n)  # BOS
         generated = []
         for step in range(self.config.max_action_tokens - 1):
             key_pad = torch.cat([key_pad, torch.ones_like(key_pad[:, :1])], dim=1)
@@ -368,13 +385,31 @@ class PI05KIPytorch(PI05Pytorch):
                 past_key_values=cache,
                 use_cache=True,
             )
-            index = self.fast_logits(out.last_hidden_state[:, -1]).argmax(dim=-1)
-            token = torch.where(done, eos, torch.where(index < n, index, index + 1))
+            # candidates are FAST ids, SPLIT, EOS; layout ids put BOS between FAST ids and SPLIT
+            chosen = choose(self.fast_logits(out.last_hidden_state[:, -1]), grammar.legal(state), temperature=0.0)
+            state = grammar.advance(state, chosen)
+            token = torch.where(chosen < n, chosen, chosen + 1)
             generated.append(token)
-            done |= token == eos
-            if bool(done.all()):
+            if bool(state.done.all()):
                 break
         return torch.stack(generated, dim=1)
+
+
+class _DropPatchEmbeddingNotes(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Vision embedding key might need handling")
+
+
+@contextlib.contextmanager
+def _quiet_patch_embedding_notes() -> Iterator[None]:
+    """pi05's key fixer warns "Vision embedding key might need handling" for every SigLIP patch-embedding tensor
+    of every checkpoint, though it changes nothing; strict loading reports real mismatches instead."""
+    note_filter = _DropPatchEmbeddingNotes()
+    logging.getLogger().addFilter(note_filter)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(note_filter)
 
 
 class PI05KIPolicy(PI05Policy):
@@ -397,7 +432,9 @@ class PI05KIPolicy(PI05Policy):
         PreTrainedPolicy.__init__(self, config)  # PI05Policy.__init__ would build pi05's model
         config.validate_features()
         self.config = config
-        self.fast_tokenizer = fast_tokenizer or FastTokenizer.load(config.fast_tokenizer_path)
+        self.fast_tokenizer = config.load_fast_tokenizer(fast_tokenizer)  # checked against the dataset's action
+        if config.init_from and load_init_weights:
+            config.locate_init_weights()  # a wrong path fails before the model is allocated
         self.layout = SplitLayout(self.fast_tokenizer, config.chunk_size, config.split_every)
         if self.layout.n_fast_ids > FAST_ID_BASE + 1:
             raise ValueError(
@@ -405,6 +442,8 @@ class PI05KIPolicy(PI05Policy):
                 "they map onto; fit one with a smaller vocab_size (1024 or 2048 are usual)."
             )
         self._fallback_step: FastActionTokenizerStep | None = None
+        # What the last ``action_decoding='fast'`` call recovered (per-step validity, reasons).
+        self.last_decode: ParsedActions | None = None
         self.init_rtc_processor()
         self.model = PI05KIPytorch(config, self.layout.n_fast_ids, rtc_processor=self.rtc_processor)
         if config.gradient_checkpointing:
@@ -464,8 +503,9 @@ class PI05KIPolicy(PI05Policy):
         Accepts LeRobot's and openpi-converted key names (pi05's own key fixes). Raises ``ValueError`` naming
         the missing, unexpected and wrongly shaped keys, or the unreadable file; never keeps random weights.
         """
-        path, raw = read_weights(pretrained_name_or_path, "pi05 / pi05_ki", **hub_kwargs)
-        fixed = self._fix_pytorch_state_dict_keys(raw, self.config)
+        path, raw = read_weights(pretrained_name_or_path, INIT_WEIGHTS, **hub_kwargs)
+        with _quiet_patch_embedding_notes():
+            fixed = self._fix_pytorch_state_dict_keys(raw, self.config)
         state = {key if key.startswith("model.") else f"model.{key}": value for key, value in fixed.items()}
         if EMBED_KEY in raw:  # pi05's key fix overwrites the input embedding with lm_head; KI trains the former
             state[EMBED_KEY] = raw[EMBED_KEY]
@@ -541,6 +581,14 @@ class PI05KIPolicy(PI05Policy):
         return loss, logs
 
     # ------------------------------------------------------------------ inference
+    def init_rtc_processor(self) -> None:
+        """pi05's, refusing RTC with ``action_decoding='fast'``: ``lerobot-rollout --inference.type=rtc`` sets
+        ``rtc_config`` on the built policy, past the config's own check, and the FAST decoder would ignore it."""
+        rtc = self.config.rtc_config
+        if self.config.action_decoding == "fast" and rtc is not None and rtc.enabled:
+            raise ValueError(FAST_DECODING_RTC_REFUSAL)
+        super().init_rtc_processor()
+
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs: Unpack[ActionSelectKwargs]) -> Tensor:
         """pi05's flow sampling (RTC kwargs pass through), or greedy FAST decoding with ``action_decoding='fast'``."""
@@ -551,6 +599,7 @@ class PI05KIPolicy(PI05Policy):
         ids = self.model.decode_fast(images, img_masks, batch[OBS_LANGUAGE_TOKENS], batch[OBS_LANGUAGE_ATTENTION_MASK])
         dim = self.config.output_features[ACTION].shape[0]
         parsed = self.layout.parse(ids.cpu().numpy(), action_dim=dim)
+        self.last_decode = parsed
         if parsed.n_failed:
             failed = [row for row in range(len(ids)) if parsed.missing_steps[row] > 0]
             logger.warning(

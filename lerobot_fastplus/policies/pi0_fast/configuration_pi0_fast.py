@@ -34,7 +34,13 @@ from dataclasses import dataclass
 from lerobot.configs import PreTrainedConfig
 from lerobot.policies.pi0_fast.configuration_pi0_fast import PI0FastConfig as CorePI0FastConfig
 
+from lerobot_fastplus.fast.tokenizer import FastTokenizer
 from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, PALIGEMMA_VOCAB_SIZE
+from lerobot_fastplus.policies.common.validation import (
+    policy_fast_tokenizer,
+    require_action_feature,
+    show_config_errors_on_the_cli,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +89,11 @@ class PI0FastConfig(CorePI0FastConfig):
             raise ValueError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}.")
         if self.max_decoding_steps < 1:
             raise ValueError(f"max_decoding_steps must be positive, got {self.max_decoding_steps}.")
-        self._validate_layout()
+        self.validate_layout()
 
     @property
     def n_subchunks(self) -> int:
-        return -(-self.chunk_size // self.split_every)
+        return 1 if self.action_layout == "core" else -(-self.chunk_size // self.split_every)
 
     @property
     def action_special_ids(self) -> tuple[int, int, int]:
@@ -98,8 +104,25 @@ class PI0FastConfig(CorePI0FastConfig):
         """Vocabulary id of FAST id 0; FAST id ``f`` maps to ``fast_id_base - f``."""
         return PALIGEMMA_VOCAB_SIZE - 1 - self.fast_skip_tokens
 
-    def _validate_layout(self) -> None:
-        if not 0 < self.split_every <= self.chunk_size:
+    def validate_features(self) -> None:
+        """Refuse a dataset without an action, then add core's defaults (empty cameras, padded state)."""
+        require_action_feature(self, "pi0_fast")
+        super().validate_features()
+
+    def load_fast_tokenizer(self, tokenizer: FastTokenizer | None = None) -> FastTokenizer:
+        """The FAST tokenizer of a new policy (``action_tokenizer_name``) or the given one (a checkpoint's copy),
+        checked against the action feature and, for a new split-layout policy, against ``split_every`` (core's
+        layout encodes the whole chunk with a universal tokenizer such as FAST+)."""
+        split_every = self.split_every if self.action_layout == "split" else None
+        return policy_fast_tokenizer(
+            self, self.action_tokenizer_name, "--policy.action_tokenizer_name", tokenizer, split_every
+        )
+
+    def validate_layout(self) -> None:
+        """Check the layout fields. With ``action_layout=None`` the layout is only known once the policy is built
+        (``"core"`` for a checkpoint written by core LeRobot, whose ``chunk_size`` may be below the default
+        ``split_every``), so a ``split_every`` larger than ``chunk_size`` is refused when it resolves to split."""
+        if self.action_layout == "split" and not 0 < self.split_every <= self.chunk_size:
             raise ValueError(
                 f"split_every={self.split_every} must be in [1, chunk_size={self.chunk_size}]: it is the number of "
                 "steps per FAST sub-chunk (use the FAST tokenizer's time horizon, 10 by default). A last sub-chunk "
@@ -146,3 +169,4 @@ def _take_over_core_type() -> None:
 
 
 _take_over_core_type()
+show_config_errors_on_the_cli()

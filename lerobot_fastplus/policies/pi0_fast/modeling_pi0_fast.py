@@ -63,8 +63,8 @@ from lerobot_fastplus.policies.common.checkpoint import (
     load_strictly,
     read_weights,
 )
+from lerobot_fastplus.policies.common.decoding import GrammarState, SplitGrammar, choose, fill_undecoded_chunks
 from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import RTC_REFUSAL, PI0FastConfig
-from lerobot_fastplus.policies.pi0_fast.decoding import GrammarState, SplitGrammar, choose, fill_undecoded_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -309,8 +309,9 @@ class PI0FastPolicy(CorePI0FastPolicy):
         config.validate_features()
         if config.action_layout is None:
             config.action_layout = "split"
+            config.validate_layout()
         self.config = config
-        self.fast_tokenizer = fast_tokenizer or FastTokenizer.load(config.action_tokenizer_name)
+        self.fast_tokenizer = config.load_fast_tokenizer(fast_tokenizer)  # checked against the dataset's action
         core = config.action_layout == "core"
         split_every = config.chunk_size if core else config.split_every  # core's layout: one FAST chunk
         self.layout = SplitLayout(self.fast_tokenizer, config.chunk_size, split_every)
@@ -347,6 +348,12 @@ class PI0FastPolicy(CorePI0FastPolicy):
                 "one token and a BOS must exist); use the PaliGemma tokenizer the checkpoint was trained with."
             )
         return text.bos_token_id, end[0], [text.bos_token_id, *prefix]
+
+    def supports_rtc(self) -> bool:
+        """No. Only ``lerobot-rollout --inference.type=rtc`` asks, before ``init_rtc_processor``; its own error
+        gives no reason, so the reason is logged here."""
+        logger.error(RTC_REFUSAL)
+        return False
 
     def init_rtc_processor(self) -> None:
         """RTC is refused (``lerobot-rollout --inference.type=rtc`` sets ``rtc_config`` and calls this)."""
