@@ -44,7 +44,6 @@ class Inputs:
     root: Path
     data: Path  # 6-D actions, one camera
     no_action: Path  # observation.state only
-    no_camera: Path  # observation.state and action
     fast: Path  # fitted on 10-step chunks of `data`
     fast_4d: Path  # fitted on 4 of its 6 action dimensions
     fast_5_steps: Path  # fitted on 5-step chunks
@@ -86,7 +85,6 @@ def inputs(tmp_path_factory) -> Inputs:
         root=root,
         data=data,
         no_action=write_dataset(root / "no_action", "local/no_action", with_action=False),
-        no_camera=write_dataset(root / "no_camera", "local/no_camera", with_action=True),
         fast=FastTokenizer.fit(chunks, vocab_size=512).save(root / "fast"),
         fast_4d=FastTokenizer.fit(chunks[..., :4], vocab_size=512).save(root / "fast_4d"),
         fast_5_steps=FastTokenizer.fit(chunks[:, :5], vocab_size=512).save(root / "fast_5_steps"),
@@ -171,11 +169,6 @@ def test_fitting_a_tokenizer_on_a_dataset_without_action_is_refused(inputs, tmp_
     )
     assert "has no 'action' feature" in result.stderr and "record or convert the dataset" in result.stderr
     assert not out.exists()
-
-
-def test_pi05_ki_on_a_dataset_without_camera_is_refused(inputs, tmp_path) -> None:
-    result = refuse_training(inputs, tmp_path, "pi05_ki", dataset=inputs.no_camera)
-    assert_refused(result, "policy", "pi05_ki needs at least one camera", "--policy.type=pi0_fast")
 
 
 # ---------------------------------------------------------------------------------------------------- tokenizer vs data

@@ -35,7 +35,9 @@ def tokenizers_for(dataset: LeRobotDataset, root: Path, words: list[str], vocab_
     return fast, write_paligemma_layout_tokenizer(root / "text", words)
 
 
-def train_args(repo_id: str, root: Path, fast: Path, text: Path, out: Path, steps: int) -> list[str]:
+def train_args(
+    repo_id: str, root: Path, fast: Path, text: Path, out: Path, steps: int, extra: tuple[str, ...] = ()
+) -> list[str]:
     return [
         str(BIN / "lerobot-train"),
         "--policy.type=pi05_ki",
@@ -59,15 +61,19 @@ def train_args(repo_id: str, root: Path, fast: Path, text: Path, out: Path, step
         f"--output_dir={out}",
         "--num_workers=0",
         "--wandb.enable=false",
+        *extra,
     ]
 
 
-def train_reload_act(repo_id: str, root: Path, dim: int, words: list[str], tmp: Path, vocab_size: int = 512) -> Path:
-    """Train 2 steps, check the logged KI metrics and the checkpoint, act from it in a fresh process."""
+def train_reload_act(
+    repo_id: str, root: Path, dim: int, words: list[str], tmp: Path, vocab_size: int = 512, extra: tuple[str, ...] = ()
+) -> Path:
+    """Train 2 steps (``extra``: more lerobot-train flags), check the logged KI metrics and the checkpoint, act from
+    it in a fresh process."""
     dataset = LeRobotDataset(repo_id, root=root, video_backend="pyav")
     fast, text = tokenizers_for(dataset, tmp, words, vocab_size)
     out = tmp / "train"
-    log = run(train_args(repo_id, root, fast, text, out, steps=2), tmp)
+    log = run(train_args(repo_id, root, fast, text, out, steps=2, extra=extra), tmp)
     logged = log.stdout + log.stderr
     for metric in ("loss:", "flow_loss:", "fast_ce_loss:", "fast_token_accuracy:"):
         assert metric in logged, metric
@@ -102,3 +108,12 @@ def test_train_and_reload_on_real_g1_images(tmp_path) -> None:
     words = sorted({word for task in tasks for word in task.replace(",", " ").replace(".", " ").split()})
     # its stats.json quantiles are narrow (per-episode means): normalised actions span a wide DCT range
     train_reload_act("local/g1_bottle_pick", root, 26, words, tmp_path, vocab_size=4096)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cameras", [(), ("--policy.empty_cameras=1",)], ids=["prompt_only", "empty_camera"])
+def test_train_and_reload_on_real_state_only_so101(tmp_path, cameras) -> None:
+    """A dataset without camera: the prefix is the prompt alone, or one blank masked camera with empty_cameras."""
+    root = shared_dataset("so101_record_test")
+    words = LeRobotDataset("local/so101_record_test", root=root).meta.tasks.index[0].split()
+    train_reload_act("local/so101_record_test", root, 6, words, tmp_path, extra=cameras)

@@ -85,17 +85,10 @@ class PI05KIConfig(PI05Config):
         return -(-self.chunk_size // self.split_every)
 
     def validate_features(self) -> None:
-        """Refuse a dataset pi05_ki cannot train on (no action; no camera and no ``empty_cameras``) after adding
-        pi05's defaults (``empty_cameras`` blank camera features, padded state)."""
+        """Refuse a dataset without ``action`` before pi05 adds its defaults (``empty_cameras`` blank camera features,
+        padded state). A dataset without camera is fine: the prefix is then the prompt alone (``StateOnlyCameras``)."""
         require_action_feature(self, "pi05_ki")
         super().validate_features()
-        if not self.image_features:
-            features = ", ".join(sorted(self.input_features)) or "none"
-            raise ValueError(
-                f"pi05_ki needs at least one camera (an observation.images.* feature), but the dataset has none "
-                f"(its features: {features}). For state-only data add a blank camera with --policy.empty_cameras=1, "
-                "or use --policy.type=pi0_fast."
-            )
 
     def load_fast_tokenizer(self, tokenizer: FastTokenizer | None = None) -> FastTokenizer:
         """The FAST tokenizer of a new policy (``fast_tokenizer_path``) or the given one (a checkpoint's copy),

@@ -63,6 +63,7 @@ from lerobot_fastplus.fast_action_step import (
     FastActionTokenizerStep,
 )
 from lerobot_fastplus.policies.common.backbone import expert_hf_config, gemma_variant, paligemma_hf_config
+from lerobot_fastplus.policies.common.cameras import StateOnlyCameras
 from lerobot_fastplus.policies.common.checkpoint import (
     FAST_TOKENIZER_DIR,
     checkpoint_fast_tokenizer_dir,
@@ -412,7 +413,7 @@ def _quiet_patch_embedding_notes() -> Iterator[None]:
         logging.getLogger().removeFilter(note_filter)
 
 
-class PI05KIPolicy(PI05Policy):
+class PI05KIPolicy(StateOnlyCameras, PI05Policy):
     """pi0.5 with Knowledge Insulation; a drop-in for LeRobot's pi05 tooling (eval, rollout, RTC)."""
 
     config_class = PI05KIConfig

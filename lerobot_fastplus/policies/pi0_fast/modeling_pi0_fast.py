@@ -57,6 +57,7 @@ from lerobot_fastplus.fast_action_step import (
     FastActionTokenizerStep,
 )
 from lerobot_fastplus.policies.common.backbone import paligemma_hf_config
+from lerobot_fastplus.policies.common.cameras import StateOnlyCameras
 from lerobot_fastplus.policies.common.checkpoint import (
     FAST_TOKENIZER_DIR,
     checkpoint_fast_tokenizer_dir,
@@ -293,7 +294,7 @@ class FastPlusPI0FastPytorch(PI0FastPytorch):
         return torch.stack(generated, dim=1)
 
 
-class PI0FastPolicy(CorePI0FastPolicy):
+class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
     """pi0-FAST with split tokens, constrained decoding and honest failures; replaces LeRobot's ``pi0_fast``."""
 
     config_class = PI0FastConfig
@@ -436,12 +437,6 @@ class PI0FastPolicy(CorePI0FastPolicy):
         self.fast_tokenizer.save(Path(save_directory) / FAST_TOKENIZER_DIR)
 
     # ------------------------------------------------------------------ training
-    def _preprocess_images(self, batch: dict[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """Core's image preprocessing; no images at all when the policy has no camera (state-only datasets)."""
-        if not self.config.image_features:
-            return [], []
-        return super()._preprocess_images(batch)
-
     def _split_targets(self, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         """Layout ids, valid and target masks: from the FAST processor step, or tokenized here when the batch came
         through processors without it (e.g. a core checkpoint's, fine-tuned with action_layout='split')."""
