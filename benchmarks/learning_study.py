@@ -117,6 +117,7 @@ from lerobot_fastplus.policies.pi0_fast.modeling_pi0_fast import PI0FastPolicy
 from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import PI05KIConfig
 from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import PI05KIPolicy
 from lerobot_fastplus.tools.chunks import action_normalizers, load_action_chunks, parse_normalization_mode
+from lerobot_fastplus.tools.evaluate_offline import pick_frames, smoothness
 from lerobot_fastplus.tools.train_tokenizer import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -293,15 +294,9 @@ def load_data(cfg: StudyConfig, policy_cfg: PreTrainedConfig, meta: LeRobotDatas
     train = LeRobotDataset(episodes=train_episodes, **common)
     held_out = LeRobotDataset(episodes=eval_episodes, **common)
 
-    # frames whose first n_action_steps actions lie inside their episode, evenly spaced
-    table = held_out.hf_dataset.data
-    episode_of = table.column("episode_index").to_numpy()
-    frame_of = table.column("frame_index").to_numpy()
-    lengths = dict(zip(meta.episodes["episode_index"], meta.episodes["length"], strict=True))
-    eligible = np.flatnonzero([f + cfg.n_action_steps <= lengths[e] for e, f in zip(episode_of, frame_of, strict=True)])
-    if len(eligible) < cfg.eval_frames:
-        raise ValueError(f"only {len(eligible)} held-out frames can be scored; lower --eval_frames.")
-    chosen = eligible[np.unique(np.linspace(0, len(eligible) - 1, cfg.eval_frames).round().astype(int))]
+    chosen = pick_frames(held_out, cfg.n_action_steps, cfg.eval_frames)
+    if len(chosen) < cfg.eval_frames:
+        raise ValueError(f"only {len(chosen)} held-out frames can be scored; lower --eval_frames.")
     items = [held_out[int(i)] for i in chosen]
     for item in items:
         if bool(item[f"{ACTION}_is_pad"][: cfg.n_action_steps].any()):
@@ -540,10 +535,8 @@ def is_cuda(policy: PreTrainedPolicy) -> bool:
 
 # ---------------------------------------------------------------------------------------------------- evaluation
 def second_difference_power(chunks: torch.Tensor) -> float:
-    """Mean squared second difference along time of ``[N, T, D]`` chunks (NaN for no chunk)."""
-    if not len(chunks):
-        return float("nan")
-    return float((chunks[:, 2:] - 2 * chunks[:, 1:-1] + chunks[:, :-2]).pow(2).mean())
+    """``evaluate_offline.smoothness`` of ``[N, T, D]`` chunks; NaN for no chunk."""
+    return smoothness(chunks.numpy()) if len(chunks) else float("nan")
 
 
 def observation(batch: dict[str, Any]) -> dict[str, Any]:

@@ -113,7 +113,8 @@ def _mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((a - b) ** 2))
 
 
-def _smoothness(chunks: np.ndarray) -> float:
+def smoothness(chunks: np.ndarray) -> float:
+    """Mean squared second difference along time of ``[N, T, D]`` chunks."""
     return float(np.mean(np.diff(chunks, n=2, axis=1) ** 2)) if chunks.shape[1] > 2 else 0.0
 
 
@@ -199,7 +200,7 @@ def evaluate_checkpoint(cfg: EvalOfflineConfig) -> OfflineEvalResult:
             mse_normalized=_mse(pred_norm, truth_norm),
             mse_original=_mse(pred, truth),
             max_abs_error_original=float(np.abs(pred - truth).max()),
-            smoothness_normalized=_smoothness(pred_norm),
+            smoothness_normalized=smoothness(pred_norm),
             ms_per_chunk=ms,
             incomplete_chunks=incomplete,
             predictions=pred,
@@ -225,7 +226,7 @@ def evaluate_checkpoint(cfg: EvalOfflineConfig) -> OfflineEvalResult:
         frames=frames,
         n_action_steps=n_steps,
         normalization_mode=mode.value,
-        ground_truth_smoothness_normalized=_smoothness(truth_norm),
+        ground_truth_smoothness_normalized=smoothness(truth_norm),
         action_names=names if isinstance(names := dataset.meta.features[ACTION].get("names"), list) else None,
         decodings=results,
         ground_truth=truth,
