@@ -8,8 +8,11 @@ through its own processors (split layout, ``split_every`` steps per FAST sub-chu
 same way on sub-chunks). Reported side by side (median, warm-up excluded, 2 threads):
 
 * training step (forward + backward + grad clip + AdamW) and its peak-RSS increase;
-* greedy KV-cache chunk decoding, batch 1, at most 256 and 40 tokens: s/chunk, tokens, ms/token, failed decodes
-  with random weights (core: all-zero chunks, silent; plugin: chunks with missing steps, reported);
+* greedy KV-cache chunk decoding, batch 1: s/chunk, tokens, ms/token and failed decodes with random weights (core:
+  at most 256 and 40 tokens, all-zero chunks, silent; plugin: the full exact-grammar decode through
+  ``predict_action_chunk``, incomplete chunks, and a decode cut after 40 tokens for the marginal cost per token);
+* the exact grammar's own cost per generated token (legal-candidate mask plus state update, replayed on the
+  decoded sequences) next to the decode time per token;
 * tokens per chunk of the same held-out chunks (core: ``<bos> Action : FAST | <eos>``; plugin: the split layout,
   for split_every 10 / 25 / 50);
 * chunk latency of flow sampling (core pi05 and the plugin's pi05_ki, 10 steps) for comparison.
@@ -17,6 +20,7 @@ same way on sub-chunks). Reported side by side (median, warm-up excluded, 2 thre
 The plugin is measured first, then core (freed memory kept by the allocator can only lower core's peak).
 
 Usage: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_pi0_fast.py [--repeats 5] [--warmup 2] [--out FILE]
+(the JSON goes to outputs/bench_pi0_fast.json by default)
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import logging
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -73,6 +78,7 @@ def fit_split_tokenizer(chunks: torch.Tensor, stats: dict, split_every: int, pat
 
 def bench_plugin_pi0_fast(args, anchor, chunks, states, stats, text_dir: str, fast_dir: str) -> dict[str, Any]:
     from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
 
     from lerobot_fastplus.policies.pi0_fast.modeling_pi0_fast import PI0FastPolicy
 
@@ -86,39 +92,64 @@ def bench_plugin_pi0_fast(args, anchor, chunks, states, stats, text_dir: str, fa
     r["train_s"], r["train_all"], r["train_peak_rss_MiB"] = anchor.timed(
         anchor.train_fn(policy, config, batch), args.warmup, args.repeats
     )
-    logging.getLogger("lerobot_fastplus.policies.pi0_fast.modeling_pi0_fast").setLevel(logging.ERROR)
-    for steps in (256, 40):
-        config.max_decoding_steps, n = steps, args.warmup + args.repeats
-        inputs = anchor.inference_inputs(pre, chunks, states, n)
-        reports = []
+    n = args.warmup + args.repeats
+    inputs = anchor.inference_inputs(pre, chunks, states, n)
+    reports = []
 
-        def decode(inputs=inputs, reports=reports) -> None:
-            policy.reset()
-            policy.predict_action_chunk(next(inputs))
-            reports.append(policy.last_decode)
+    def decode(inputs=inputs, reports=reports) -> None:
+        policy.reset()
+        policy.predict_action_chunk(next(inputs))
+        reports.append(policy.last_decode)
 
-        s, all_s, _ = anchor.timed(decode, args.warmup, args.repeats)
-        eos = policy.layout.eos_id
-        ntok = [
-            int((rep.tokens[0] == eos).argmax()) + 1 if (rep.tokens[0] == eos).any() else rep.tokens.shape[1]
-            for rep in reports
-        ]
-        tok = statistics.median(ntok[args.warmup :])
-        r[f"decode{steps}"] = {
-            "s_per_chunk": s,
-            "all": all_s,
-            "tokens_per_chunk": tok,
-            "ms_per_token": 1e3 * s / tok,
-            "n_chunks": n,
-            "early_stops": sum(t < steps for t in ntok),
-            "incomplete_chunks": sum(rep.n_incomplete for rep in reports),
-            "held_origin_chunks": int(sum(rep.held_origin.sum() for rep in reports)),
-        }
-    d256, d40 = r["decode256"], r["decode40"]
+    s, all_s, _ = anchor.timed(decode, args.warmup, args.repeats)
+    lengths = [int(rep.lengths[0]) for rep in reports]
+    tok = statistics.median(lengths[args.warmup :])
+    r["decode_full"] = {
+        "s_per_chunk": s,
+        "all": all_s,
+        "tokens_per_chunk": tok,
+        "ms_per_token": 1e3 * s / tok,
+        "n_chunks": n,
+        "grammar_bound": policy.grammar.max_length,
+        "incomplete_chunks": sum(rep.n_incomplete for rep in reports),
+        "held_origin_chunks": int(sum(rep.held_origin.sum() for rep in reports)),
+    }
+    cut = anchor.inference_inputs(pre, chunks, states, n)
+
+    def decode_40(inputs=cut) -> None:  # an instrument: a decode stopped after 40 tokens (incomplete on purpose)
+        obs = next(inputs)
+        images, img_masks = policy._preprocess_images(obs)
+        tokens, masks = obs[OBS_LANGUAGE_TOKENS], obs[OBS_LANGUAGE_ATTENTION_MASK]
+        policy.model.generate(images, img_masks, tokens, masks, policy.grammar, max_steps=40)
+
+    s40, all40, _ = anchor.timed(decode_40, args.warmup, args.repeats)
+    r["decode40"] = {"s_per_chunk": s40, "all": all40, "tokens_per_chunk": 40, "ms_per_token": 1e3 * s40 / 40}
+    r["grammar_ms_per_token"] = grammar_ms_per_token(policy, [rep.tokens for rep in reports], args.repeats)
+    r["grammar_share_of_decode"] = r["grammar_ms_per_token"] / r["decode_full"]["ms_per_token"]
+    full, d40 = r["decode_full"], r["decode40"]
     r["marginal_ms_per_token"] = (
-        1e3 * (d256["s_per_chunk"] - d40["s_per_chunk"]) / max(d256["tokens_per_chunk"] - d40["tokens_per_chunk"], 1)
+        1e3 * (full["s_per_chunk"] - d40["s_per_chunk"]) / max(full["tokens_per_chunk"] - d40["tokens_per_chunk"], 1)
     )
     return r
+
+
+def grammar_ms_per_token(policy: Any, sequences: list[np.ndarray], repeats: int) -> float:
+    """Median ms per generated token of the exact grammar alone (``legal`` + ``advance``, batch 1, on the decode
+    device), replaying the decoded sequences: what constraining costs on top of the model's forward step."""
+    grammar = policy.grammar
+    n = policy.layout.n_fast_ids
+    candidates = [torch.as_tensor(np.where(seq[0] < n, seq[0], seq[0] - 1)) for seq in sequences]
+    times = []
+    for _ in range(repeats):
+        start, steps = time.perf_counter(), 0
+        for seq in candidates:
+            state = grammar.start(1)
+            for chosen in seq[:, None]:
+                grammar.legal(state)
+                state = grammar.advance(state, chosen)
+            steps += len(seq)
+        times.append((time.perf_counter() - start) / steps)
+    return 1e3 * statistics.median(times)
 
 
 def token_counts(chunks: torch.Tensor, stats: dict, anchor_fast_dir: str, tmp: Path) -> dict[str, float]:
@@ -172,7 +203,7 @@ def main() -> None:
     ap.add_argument("--split-every", type=int, default=10)
     ap.add_argument("--anchor", type=Path, default=ANCHOR)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "g1_bottle_pick")
-    ap.add_argument("--out", type=Path, default=Path("bench_pi0_fast.json"))
+    ap.add_argument("--out", type=Path, default=Path("outputs/bench_pi0_fast.json"))
     args = ap.parse_args()
     torch.set_num_threads(2)
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -215,7 +246,7 @@ def main() -> None:
     ratios = {
         "train_step": ours["train_s"] / core["train_s"],
         "train_peak_rss": ours["train_peak_rss_MiB"] / core["train_peak_rss_MiB"],
-        "ms_per_token_256": ours["decode256"]["ms_per_token"] / core["decode256"]["ms_per_token"],
+        "ms_per_token": ours["decode_full"]["ms_per_token"] / core["decode256"]["ms_per_token"],
         "marginal_ms_per_token": ours["marginal_ms_per_token"] / core["marginal_ms_per_token"],
         f"tokens_per_chunk_split{args.split_every}": counts[f"split_every={args.split_every}"] / counts["core"],
     }
@@ -229,35 +260,37 @@ def main() -> None:
             ratios["train_peak_rss"],
         ),
     ]
-    for k in (256, 40):
-        c, o = core[f"decode{k}"], ours[f"decode{k}"]
-        rows.append(
-            (
-                f"decode/chunk (B=1, max {k})",
-                f"{c['s_per_chunk']:.4f} s ({c['tokens_per_chunk']} tok)",
-                f"{o['s_per_chunk']:.4f} s ({o['tokens_per_chunk']} tok)",
-                o["s_per_chunk"] / c["s_per_chunk"],
-            )
-        )
-        rows.append(
-            (
-                f"  ms/token (max {k})",
-                f"{c['ms_per_token']:.3f}",
-                f"{o['ms_per_token']:.3f}",
-                o["ms_per_token"] / c["ms_per_token"],
-            )
-        )
-        rows.append(
-            (
-                f"  failed decodes (random weights, max {k})",
-                f"{c['zero_chunks']}/{c['n_chunks']} all-zero, silent",
-                f"{o['incomplete_chunks']}/{o['n_chunks']} reported ({o['held_origin_chunks']} held origin)",
-                None,
-            )
-        )
+    c, o = core["decode256"], ours["decode_full"]
+    rows += [
+        (
+            "decode/chunk (B=1; core max 256, plugin full)",
+            f"{c['s_per_chunk']:.4f} s ({c['tokens_per_chunk']} tok)",
+            f"{o['s_per_chunk']:.4f} s ({o['tokens_per_chunk']} tok)",
+            o["s_per_chunk"] / c["s_per_chunk"],
+        ),
+        ("  ms/token", f"{c['ms_per_token']:.3f}", f"{o['ms_per_token']:.3f}", ratios["ms_per_token"]),
+        (
+            "  failed decodes (random weights)",
+            f"{c['zero_chunks']}/{c['n_chunks']} all-zero, silent",
+            f"{o['incomplete_chunks']}/{o['n_chunks']} incomplete ({o['held_origin_chunks']} held origin)",
+            None,
+        ),
+        (
+            "  exact grammar ms/token (share of decode)",
+            "-",
+            f"{ours['grammar_ms_per_token']:.4f} ({100 * ours['grammar_share_of_decode']:.1f}%)",
+            None,
+        ),
+        (
+            "decode/chunk (B=1, max 40)",
+            f"{core['decode40']['s_per_chunk']:.4f} s",
+            f"{ours['decode40']['s_per_chunk']:.4f} s",
+            ours["decode40"]["s_per_chunk"] / core["decode40"]["s_per_chunk"],
+        ),
+    ]
     rows.append(
         (
-            "marginal ms/token (256 vs 40)",
+            "marginal ms/token (core 256 vs 40, plugin full vs 40)",
             f"{core['marginal_ms_per_token']:.3f}",
             f"{ours['marginal_ms_per_token']:.3f}",
             ratios["marginal_ms_per_token"],
@@ -292,6 +325,7 @@ def main() -> None:
     print(f"  {'':<46} {'core (LeRobot)':>28} {'plugin':>34}  plugin/core")
     for name, c, o, ratio in rows:
         print(f"  {name:<46} {c:>28} {o:>34}  {'' if ratio is None else f'{ratio:.3f}'}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1, default=float))
     print(f"wrote {args.out}")
 

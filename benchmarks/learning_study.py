@@ -97,18 +97,29 @@ import lerobot
 import numpy as np
 import torch
 import transformers
-from lerobot.configs import FeatureType, NormalizationMode, PreTrainedConfig
+from learning_study_report import (
+    HOLD,
+    compare,
+    format_table,
+    mean_within_group_spearman,
+    plot,
+    spearman_with_ci,
+    summarize,
+)
+from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTrainedConfig
 from lerobot.datasets import EpisodeAwareSampler, LeRobotDataset, LeRobotDatasetMetadata
+from lerobot.datasets.compute_stats import get_feature_stats
 from lerobot.datasets.factory import resolve_delta_timestamps
 from lerobot.policies import PreTrainedPolicy, make_pre_post_processors
 from lerobot.policies.pi05 import PI05Config, PI05Policy
-from lerobot.processor import TransitionKey, create_transition, tokenizer_processor
+from lerobot.processor import NormalizerProcessorStep, TransitionKey, create_transition, tokenizer_processor
 from lerobot.utils.constants import ACTION
 from lerobot.utils.feature_utils import dataset_to_policy_features
 from lerobot.utils.random_utils import get_rng_state, seeded_context, set_rng_state, set_seed
+from torch import Tensor
 from transformers import AutoTokenizer
 
-from lerobot_fastplus.fast import FastTokenizer
+from lerobot_fastplus.fast import FastTokenizer, SplitLayout
 from lerobot_fastplus.policies.common import GEMMA_VARIANTS, write_paligemma_layout_tokenizer
 from lerobot_fastplus.policies.common.backbone import TINY_VARIANT
 from lerobot_fastplus.policies.common.core_tiny import core_pi05_tiny
@@ -116,7 +127,14 @@ from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import PI0FastCon
 from lerobot_fastplus.policies.pi0_fast.modeling_pi0_fast import PI0FastPolicy
 from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import PI05KIConfig
 from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import PI05KIPolicy
-from lerobot_fastplus.tools.chunks import action_normalizers, load_action_chunks, parse_normalization_mode
+from lerobot_fastplus.tools.chunks import (
+    ActionChunks,
+    action_normalizers,
+    apply_action_step,
+    load_action_chunks,
+    parse_normalization_mode,
+    split_into_subchunks,
+)
 from lerobot_fastplus.tools.evaluate_offline import pick_frames, smoothness
 from lerobot_fastplus.tools.train_tokenizer import run_cli
 
@@ -132,9 +150,7 @@ EVALUATED = {
     "pi0_fast": ("pi0_fast", None),
 }
 AUTOREGRESSIVE = ("pi05_ki/fast", "pi0_fast")
-MAX_ACTION_TOKENS = 256  # pi0 default; BOS + generated tokens
-MAX_DECODING_STEPS = MAX_ACTION_TOKENS - 1  # the most pi05_ki's FAST decoding generates
-COLORS = {"pi05": "tab:blue", "pi05_ki/flow": "tab:green", "pi05_ki/fast": "tab:olive", "pi0_fast": "tab:red"}
+MAX_ACTION_TOKENS = 256  # pi0 default: the longest training sequence (BOS + targets)
 logger = logging.getLogger("learning_study")
 
 
@@ -145,7 +161,7 @@ class StudyConfig:
     # Dataset repo id; for a local dataset only a label (default: local/<root folder name>).
     repo_id: str | None = None
     # Where <name>.json and <name>.png go.
-    output_dir: str = "docs/learning_study"
+    output_dir: str = "outputs/learning_study"
     # File stem of the outputs (default: learning_study_<dataset folder>).
     name: str | None = None
     # Policies to train: any of pi05, pi05_ki, pi0_fast.
@@ -183,12 +199,24 @@ class StudyConfig:
     vocab_size: int = 1024
     # LeRobot normalisation of state and action for all three policies (see the module docstring).
     normalization: str = "MIN_MAX"
+    # Train all three on actions relative to the current state (LeRobot's --policy.use_relative_actions), except
+    # the dimensions named in relative_exclude_joints; their action statistics are then computed over the training
+    # episodes' relative chunks, and the FAST tokenizer is fitted on those chunks' sub-chunks. Errors are always
+    # scored on absolute actions (after each policy's post-processor), normalised with the dataset's statistics.
+    relative_actions: bool = False
+    relative_exclude_joints: list[str] = field(default_factory=lambda: ["gripper"])
+    # Instead of training: combine earlier JSONs of this script that differ only in their seeds (and machine) into
+    # one (e.g. seeds run as parallel processes), re-deriving the summary, comparisons, table and plot.
+    merge: list[str] | None = None
     # Prompt length in text tokens (pi0 default 200; the prompt here is task + discretised state).
     prompt_length: int = 64
     # Share of episodes (per task, the last ones) held out for evaluation, as lerobot-train's --dataset.eval_split.
     eval_split: float = 0.15
     # Held-out frames scored at every evaluation (evenly spaced over the held-out episodes).
     eval_frames: int = 48
+    # After training, held-out frames on which pi05_ki decodes with flow and with its FAST head, to measure whether
+    # their disagreement predicts the flow chunk's error (Spearman's rho); 0 skips it.
+    confidence_frames: int = 192
     eval_batch_size: int = 16
     # Single-observation predictions timed per evaluation (after one warm-up call).
     latency_frames: int = 5
@@ -256,6 +284,11 @@ class StudyData:
     gt_original: torch.Tensor
     tasks: list[str]
     baselines: dict[str, dict[str, float]]  # held-out MSE of trivial predictors
+    per_dim_hold_mse: list[float] | None  # per action dimension: MSE of holding the current state (normalised)
+    confidence_batches: list[dict[str, Any]]  # more held-out frames, for the AR-vs-flow confidence measurement
+    confidence_gt_normalized: torch.Tensor | None
+    normalizer: Any  # LeRobot's action normaliser with the dataset's statistics: how every error is scaled
+    held_out: LeRobotDataset
 
 
 def split_episodes(meta: LeRobotDatasetMetadata, eval_split: float) -> tuple[list[int], list[int]]:
@@ -294,18 +327,7 @@ def load_data(cfg: StudyConfig, policy_cfg: PreTrainedConfig, meta: LeRobotDatas
     train = LeRobotDataset(episodes=train_episodes, **common)
     held_out = LeRobotDataset(episodes=eval_episodes, **common)
 
-    chosen = pick_frames(held_out, cfg.n_action_steps, cfg.eval_frames)
-    if len(chosen) < cfg.eval_frames:
-        raise ValueError(f"only {len(chosen)} held-out frames can be scored; lower --eval_frames.")
-    items = [held_out[int(i)] for i in chosen]
-    for item in items:
-        if bool(item[f"{ACTION}_is_pad"][: cfg.n_action_steps].any()):
-            raise RuntimeError("a scored held-out frame has padded actions; the frame selection is wrong.")
-    camera_keys = list(meta.camera_keys)
-    batches = [
-        to_float_images(torch.utils.data.default_collate(items[i : i + cfg.eval_batch_size]), camera_keys)
-        for i in range(0, len(items), cfg.eval_batch_size)
-    ]
+    items, batches = held_out_batches(cfg, held_out, cfg.eval_frames, "--eval_frames")
     normalizer, unnormalizer = action_normalizers(train, parse_normalization_mode(cfg.normalization))
     gt = torch.cat([b[ACTION][:, : cfg.n_action_steps] for b in batches])
     gt_norm = _apply(normalizer, gt)
@@ -322,8 +344,37 @@ def load_data(cfg: StudyConfig, policy_cfg: PreTrainedConfig, meta: LeRobotDatas
         }
         for name, guess in guesses.items()
     }
+    per_dim_hold = None
+    if HOLD in guesses:
+        per_dim_hold = (_apply(normalizer, guesses[HOLD]) - gt_norm).pow(2).mean(dim=(0, 1)).tolist()
+    confidence_batches, confidence_gt = [], None
+    if cfg.confidence_frames and "pi05_ki" in cfg.policies:
+        _, confidence_batches = held_out_batches(cfg, held_out, cfg.confidence_frames, "--confidence_frames")
+        confidence_gt = _apply(normalizer, torch.cat([b[ACTION][:, : cfg.n_action_steps] for b in confidence_batches]))
     tasks = list(meta.tasks.index)
-    return StudyData(train, batches, frames, train_episodes, eval_episodes, gt_norm, gt, tasks, baselines)
+    return StudyData(
+        train, batches, frames, train_episodes, eval_episodes, gt_norm, gt, tasks, baselines, per_dim_hold,
+        confidence_batches, confidence_gt, normalizer, held_out,
+    )  # fmt: skip
+
+
+def held_out_batches(
+    cfg: StudyConfig, held_out: LeRobotDataset, n_frames: int, flag: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``n_frames`` evenly spaced held-out frames whose first ``n_action_steps`` actions are real, in batches."""
+    chosen = pick_frames(held_out, cfg.n_action_steps, n_frames)
+    if len(chosen) < n_frames:
+        raise ValueError(f"only {len(chosen)} held-out frames can be scored; lower {flag}.")
+    items = [held_out[int(i)] for i in chosen]
+    for item in items:
+        if bool(item[f"{ACTION}_is_pad"][: cfg.n_action_steps].any()):
+            raise RuntimeError("a scored held-out frame has padded actions; the frame selection is wrong.")
+    camera_keys = list(held_out.meta.camera_keys)
+    batches = [
+        to_float_images(torch.utils.data.default_collate(items[i : i + cfg.eval_batch_size]), camera_keys)
+        for i in range(0, len(items), cfg.eval_batch_size)
+    ]
+    return items, batches
 
 
 def _apply(step: Any, actions: torch.Tensor) -> torch.Tensor:
@@ -368,26 +419,6 @@ class Trainee:
     preprocess_s: list[float] = field(default_factory=list)
 
 
-class ParseRecorder:
-    """Stands in for a policy's ``SplitLayout`` and keeps the ids and result of its last ``parse``.
-
-    pi0_fast reports decodes in ``last_decode``; pi05_ki's FAST decoding only logs them, so both are read from the
-    split-layout parse the policy runs on its generated ids (same counting for both)."""
-
-    def __init__(self, layout: Any) -> None:
-        self.layout = layout
-        self.ids: np.ndarray | None = None
-        self.parsed: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.layout, name)
-
-    def parse(self, ids: Any, **kwargs: Any) -> Any:
-        self.ids = np.asarray(ids)
-        self.parsed = self.layout.parse(ids, **kwargs)
-        return self.parsed
-
-
 def prompt_only_core_pi05(policy: PI05Policy) -> None:
     """Core pi05 without camera: no image tokens, as pi05_ki and pi0_fast (its ``_preprocess_images`` raises)."""
     policy._preprocess_images = lambda batch: ([], [])
@@ -417,6 +448,8 @@ def make_configs(cfg: StudyConfig, meta: LeRobotDatasetMetadata, text_dir: str, 
         "optimizer_lr": cfg.lr,
         "scheduler_decay_lr": cfg.lr / 10,
         "normalization_mapping": {"VISUAL": NormalizationMode.IDENTITY, "STATE": mode, "ACTION": mode},
+        "use_relative_actions": cfg.relative_actions,
+        "relative_exclude_joints": list(cfg.relative_exclude_joints),
     }
     layout = {"split_every": cfg.split_every, "max_action_tokens": MAX_ACTION_TOKENS}
     # core pi05's config accepts only the published variants; core_pi05_tiny builds the tiny sizes regardless
@@ -437,13 +470,14 @@ def make_configs(cfg: StudyConfig, meta: LeRobotDatasetMetadata, text_dir: str, 
             **layout,
             text_tokenizer_name=text_dir,
             action_tokenizer_name=fast_dir,
-            max_decoding_steps=MAX_DECODING_STEPS,
             action_layout="split",
         ),
     }
     inputs, outputs = policy_features(meta, cfg.image_free)
+    names = meta.features[ACTION].get("names")
     for config in configs.values():
         config.input_features, config.output_features = dict(inputs), dict(outputs)
+        config.action_feature_names = list(names) if isinstance(names, list) else None
     return configs
 
 
@@ -483,8 +517,6 @@ def build_policies(cfg: StudyConfig, configs: dict, stats: dict, seed: int, text
                 raise RuntimeError(f"pi0_fast tensors absent from pi05_ki's state dict: {missing[:5]}")
             policy.load_state_dict({key: weights[key] for key in own}, strict=True)
         policy.to(cfg.device)
-        if hasattr(policy, "layout"):
-            policy.layout = ParseRecorder(policy.layout)
         with local_core_text_tokenizer(text_dir) if name == "pi05" else nullcontext():
             pre, post = make_pre_post_processors(config, dataset_stats=stats)
         optimizer = config.get_optimizer_preset().build(policy.get_optim_params())
@@ -543,8 +575,27 @@ def observation(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if not k.startswith(ACTION)}
 
 
-def evaluate(cfg: StudyConfig, trainee: Trainee, method: str, data: StudyData, seed: int) -> dict:
-    """Score one policy (one decoding for pi05_ki) on the held-out frames; see the module docstring."""
+def predict(trainee: Trainee, method: str, data: StudyData, batches: list[dict[str, Any]], n: int, seed: int) -> Tensor:
+    """Absolute chunks ``[N, n, D]`` of one decoding on ``batches``, normalised with the dataset's statistics (same
+    sampling noise for every method)."""
+    policy, decoding = trainee.policy, EVALUATED[method][1]
+    if decoding is not None:
+        policy.config.action_decoding = decoding
+    policy.eval()
+    chunks = []
+    with seeded_context(seed), torch.no_grad():
+        for batch in batches:
+            policy.reset()
+            chunk = policy.predict_action_chunk(trainee.pre(observation(batch)))[:, :n]
+            chunks.append(_apply(data.normalizer, trainee.post(chunk).float().cpu()))
+    if decoding is not None:
+        policy.config.action_decoding = "flow"
+    return torch.cat(chunks)
+
+
+def evaluate(cfg: StudyConfig, trainee: Trainee, method: str, data: StudyData, seed: int) -> tuple[dict, torch.Tensor]:
+    """Score one policy (one decoding for pi05_ki) on the held-out frames, and its normalised predictions; see the
+    module docstring."""
     policy, decoding = trainee.policy, EVALUATED[method][1]
     if decoding is not None:
         policy.config.action_decoding = decoding
@@ -557,17 +608,16 @@ def evaluate(cfg: StudyConfig, trainee: Trainee, method: str, data: StudyData, s
             obs = trainee.pre(observation(batch))
             policy.reset()  # frames are independent: no action carried over from another frame
             chunk = policy.predict_action_chunk(obs)[:, :n]
-            normalized.append(chunk.float().cpu())
-            original.append(trainee.post(chunk).float().cpu())
+            absolute = trainee.post(chunk).float().cpu()  # unnormalised (and made absolute again)
+            original.append(absolute)
+            normalized.append(_apply(data.normalizer, absolute))
             if autoregressive:
-                recorder = policy.layout
-                decoded.append(torch.from_numpy(recorder.parsed.step_valid[:, :n]))
-                failed += recorder.parsed.n_failed
-                missing_subchunks += int((~recorder.parsed.subchunk_valid).sum())
-                is_eos = recorder.ids == recorder.layout.eos_id
-                tokens += [int(row.argmax()) + 1 if row.any() else len(row) for row in is_eos]
-                if trainee.name == "pi0_fast":
-                    held_origin += int(policy.last_decode.held_origin.sum())
+                report = policy.last_decode
+                decoded.append(torch.from_numpy(report.parsed.step_valid[:, :n]))
+                failed += report.n_incomplete
+                missing_subchunks += int((~report.parsed.subchunk_valid).sum())
+                tokens += report.lengths.tolist()
+                held_origin += int(report.held_origin.sum())
         eval_s = time.perf_counter() - start
         first = data.eval_batches[0]
         count = min(cfg.latency_frames + 1, len(first[ACTION]))  # + 1 warm-up call
@@ -591,6 +641,7 @@ def evaluate(cfg: StudyConfig, trainee: Trainee, method: str, data: StudyData, s
         "latency_s": statistics.median(latency[1:] or latency),
         "eval_s": eval_s,
     }
+    result["mse_normalized_per_dim"] = (pred_norm - data.gt_normalized).pow(2).mean(dim=(0, 1)).tolist()
     if autoregressive:
         step_decoded = torch.cat(decoded)
         error = (pred_norm - data.gt_normalized).pow(2).mean(dim=2)[step_decoded]
@@ -607,7 +658,7 @@ def evaluate(cfg: StudyConfig, trainee: Trainee, method: str, data: StudyData, s
         )
         if trainee.name == "pi0_fast":
             result["held_origin"] = held_origin
-    return result
+    return result, pred_norm
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -633,131 +684,9 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def summarize(runs: list[dict], methods: list[str]) -> dict[str, dict[str, float]]:
-    """Final evaluation and timings per method, mean over seeds."""
-    out = {}
-    for method in methods:
-        trained = EVALUATED[method][0]
-        finals = [run["evals"][method][-1] for run in runs]
-        scalars = [key for key, value in finals[0].items() if isinstance(value, int | float)]
-        row = {key: statistics.mean(f[key] for f in finals) for key in scalars}
-        row["best_mse_normalized"] = statistics.mean(
-            min(e["mse_normalized"] for e in run["evals"][method]) for run in runs
-        )
-        row["train_step_s"] = statistics.mean(run["train"][trained]["update_s_median"] for run in runs)
-        row["train_step_cpu_s"] = statistics.mean(run["train"][trained]["update_cpu_s_median"] for run in runs)
-        row["preprocess_s"] = statistics.mean(run["train"][trained]["preprocess_s_median"] for run in runs)
-        if len(runs) > 1:
-            row["mse_normalized_std"] = statistics.stdev(f["mse_normalized"] for f in finals)
-        out[method] = row
-    return out
-
-
-def format_table(result: dict) -> str:
-    """The final evaluation per method (mean over seeds), the trivial baselines and the recorded smoothness.
-
-    ``dec.`` columns: autoregressive decoding only, over the decoded steps / completely decoded chunks."""
-    summary, data = result["summary"], result["data"]
-    columns = [("MSE norm", "mse_normalized", ".4f"), ("dec.", "mse_normalized_decoded", ".4f"),
-               ("MSE orig", "mse_original", ".4g"), ("best norm", "best_mse_normalized", ".4f"),
-               ("smooth", "smoothness_normalized", ".2e"), ("dec.", "smoothness_normalized_decoded", ".2e"),
-               ("latency s", "latency_s", ".3f"), ("failed", "decode_failure_rate", ".0%"),
-               ("tok/chunk", "tokens_per_chunk", ".0f"), ("step s", "train_step_s", ".3f"),
-               ("step cpu s", "train_step_cpu_s", ".3f"), ("prep s", "preprocess_s", ".3f")]  # fmt: skip
-    width = 11
-    lines = [
-        f"held-out evaluation after {result['settings']['steps']} steps ({len(data['eval_frames'])} frames)",
-        f"{'method':<14}" + "".join(f"{title:>{width}}" for title, _, _ in columns),
-    ]
-    for method, row in summary.items():
-        cells = [format(row[key], spec) if key in row else "-" for _, key, spec in columns]
-        lines.append(f"{method:<14}" + "".join(f"{cell:>{width}}" for cell in cells))
-    for name, baseline in data["baselines"].items():
-        lines.append(
-            f"baseline '{name}': MSE norm {baseline['mse_normalized']:.4f}, MSE orig {baseline['mse_original']:.4g}"
-        )
-    lines.append(f"recorded actions: smoothness {data['gt_smoothness_normalized']:.2e} (normalised)")
-    return "\n".join(lines)
-
-
-LOSS_TERMS = {"pi05": [("loss", "pi05 flow")], "pi0_fast": [("ce_loss", "pi0_fast CE")],
-              "pi05_ki": [("flow_loss", "pi05_ki flow"), ("fast_ce_loss", "pi05_ki CE")]}  # fmt: skip
-LOSS_COLORS = {
-    "pi05 flow": "tab:blue",
-    "pi05_ki flow": "tab:green",
-    "pi05_ki CE": "tab:olive",
-    "pi0_fast CE": "tab:red",
-}
-
-
-def plot(result: dict, path: Path) -> None:
-    """Learning curves: one panel per metric, a line per method and seed, baselines dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 3, figsize=(17, 9))
-    panels = [
-        ("mse_normalized", "held-out MSE, normalised (AR dotted: decoded steps only)"),
-        ("mse_original", "held-out MSE, original units"),
-        ("loss", "training loss (running mean over 20 steps)"),
-        ("smoothness_normalized", "smoothness: mean sq. 2nd difference, normalised (AR dotted: decoded chunks)"),
-        ("latency_s", "latency per chunk, one observation (s)"),
-        ("decode_failure_rate", "share of chunks with undecoded sub-chunks"),
-    ]
-    baselines = result["data"]["baselines"]
-    for ax, (key, title) in zip(axes.flat, panels, strict=True):
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("optimizer step")
-        ax.grid(alpha=0.3)
-        if key != "decode_failure_rate":
-            ax.set_yscale("log")
-        for seed_index, run in enumerate(result["runs"]):
-            first = seed_index == 0
-            if key == "loss":
-                for trained, terms in LOSS_TERMS.items():
-                    for term, label in terms if trained in run["train"] else []:
-                        values = np.array([step[term] for step in run["train"][trained]["losses"]])
-                        width = min(20, len(values))
-                        smooth = np.convolve(values, np.ones(width) / width, mode="valid")
-                        steps = np.arange(len(smooth)) + width
-                        ax.plot(steps, smooth, color=LOSS_COLORS[label], label=label if first else None)
-                continue
-            for method, evals in run["evals"].items():
-                steps = [e["step"] for e in evals]
-                for name, style in ((key, "o-"), (f"{key}_decoded", ":")):
-                    values = np.array([e.get(name, np.nan) for e in evals], dtype=float)
-                    if key != "decode_failure_rate":  # log axes: zeros (all steps held) and NaN are not drawn
-                        values[~(values > 0)] = np.nan
-                    if np.isnan(values).all():
-                        continue
-                    label = method if first and name == key else None
-                    ax.plot(steps, values, style, ms=3, color=COLORS[method], label=label)
-        if key in ("mse_normalized", "mse_original"):
-            for (name, b), style in zip(baselines.items(), ("--", "-."), strict=False):
-                ax.axhline(b[key], ls=style, color="grey", label=f"baseline: {name}")
-        if key == "smoothness_normalized":
-            ax.axhline(result["data"]["gt_smoothness_normalized"], ls="--", color="k", label="recorded actions")
-        if key == "decode_failure_rate":
-            ax.set_ylim(-0.05, 1.05)
-        ax.legend(fontsize=8)
-    s, m = result["settings"], result["machine"]
-    fig.suptitle(
-        f"{Path(s['root']).name}{' (image-free)' if s['image_free'] else ''}: {s['paligemma_variant']} backbone, "
-        f"{s['action_expert_variant']} expert, {s['resolved_image_size']}px, chunk {s['chunk_size']}, batch "
-        f"{s['batch_size']}, lr {s['lr']:g}, {s['normalization']}, seeds {s['seeds']}; "
-        f"{m['gpu'] or m['cpu']}, {m['torch_threads']} threads",
-        fontsize=11,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------------------------------------------- main
-def run_seed(cfg: StudyConfig, seed: int, configs: dict, data: StudyData, text_dir: str) -> dict:
-    trainees = build_policies(cfg, configs, data.train.meta.stats, seed, text_dir)
+def run_seed(cfg: StudyConfig, seed: int, configs: dict, data: StudyData, text_dir: str, stats: dict) -> dict:
+    trainees = build_policies(cfg, configs, stats, seed, text_dir)
     logger.info("seed %d: built %s", seed, ", ".join(trainees))
     first = next(iter(trainees.values()))
     prompt = first.pre(observation(data.eval_batches[0]))["observation.language.attention_mask"].sum(dim=1).max()
@@ -769,11 +698,15 @@ def run_seed(cfg: StudyConfig, seed: int, configs: dict, data: StudyData, text_d
     batches = training_batches(cfg, data.train, seed)
     data_s: list[float] = []
     loop_start = time.perf_counter()
+    final: dict[str, Any] = {"per_dim_mse": {}}
     for step in range(cfg.steps + 1):
         if step in eval_steps:
             for method in methods:
-                result = {"step": step, **evaluate(cfg, trainees[EVALUATED[method][0]], method, data, seed)}
+                scores, _ = evaluate(cfg, trainees[EVALUATED[method][0]], method, data, seed)
+                result = {"step": step, **scores}
                 evals[method].append(result)
+                if step == cfg.steps:
+                    final["per_dim_mse"][method] = result["mse_normalized_per_dim"]
                 logger.info(
                     "seed %d step %d %s: %s",
                     seed,
@@ -782,6 +715,8 @@ def run_seed(cfg: StudyConfig, seed: int, configs: dict, data: StudyData, text_d
                     {k: round(v, 5) for k, v in result.items() if isinstance(v, float)},
                 )
         if step == cfg.steps:
+            if data.confidence_batches:
+                final["confidence"] = confidence_samples(cfg, trainees["pi05_ki"], data, seed)
             break
         start = time.perf_counter()
         raw = next(batches)
@@ -806,10 +741,58 @@ def run_seed(cfg: StudyConfig, seed: int, configs: dict, data: StudyData, text_d
     return {
         "seed": seed,
         "evals": evals,
+        "final": final,
         "train": train,
         "data_s_median": statistics.median(data_s),
         "loop_s": time.perf_counter() - loop_start,  # training + evaluations of this seed, wall-clock
         "eval_s_total": sum(e["eval_s"] for method in evals.values() for e in method),
+    }
+
+
+def policy_stats_and_fast_windows(
+    cfg: StudyConfig, train: LeRobotDataset, mode: NormalizationMode
+) -> tuple[dict, ActionChunks]:
+    """The statistics the policies normalise with, and the normalised windows the FAST tokenizer is fitted on.
+
+    Absolute actions: the dataset's ``meta/stats.json`` and ``split_every``-step windows. Relative actions: the
+    action statistics of every training chunk relative to its first frame's state (what ``lerobot-edit-dataset
+    ... --operation.relative_action=true`` would write) and the sub-chunks of those chunks, normalised with them."""
+    if not cfg.relative_actions:
+        return train.meta.stats, load_action_chunks(train, cfg.split_every, mode=mode, show_progress=False)
+    chunks = policy_chunks(cfg, train, None, mode)
+    flat = chunks.raw.reshape(-1, chunks.action_dim)
+    relative = {k: np.asarray(v, dtype=np.float32) for k, v in get_feature_stats(flat, axis=0, keepdims=False).items()}
+    stats = {**train.meta.stats, ACTION: {**relative, "count": np.array([len(flat)])}}
+    return stats, split_into_subchunks(policy_chunks(cfg, train, stats, mode), cfg.split_every)
+
+
+def policy_chunks(cfg: StudyConfig, dataset: LeRobotDataset, stats: dict | None, mode: NormalizationMode) -> Any:
+    """Every ``chunk_size``-step window (relative to its first frame's state with relative actions), normalised with
+    ``stats`` (raw only when None): the action chunks the policies' FAST steps tokenize."""
+    exclude = list(cfg.relative_exclude_joints) if cfg.relative_actions else None
+    chunks = load_action_chunks(
+        dataset, cfg.chunk_size, mode=NormalizationMode.IDENTITY, show_progress=False, relative_exclude_joints=exclude
+    )
+    if stats is None:
+        return chunks
+    features = {ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(chunks.action_dim,))}
+    normalizer = NormalizerProcessorStep(features=features, norm_map={FeatureType.ACTION: mode}, stats=stats)
+    return replace(chunks, normalized=apply_action_step(normalizer, chunks.raw), mode=mode)
+
+
+def confidence_samples(cfg: StudyConfig, trainee: Trainee, data: StudyData, seed: int) -> dict[str, Any]:
+    """Per held-out chunk: the flow decode's MSE against the recording and its disagreement (MSE) with the FAST
+    head's decode of the same observation, and their Spearman correlation."""
+    n = cfg.n_action_steps
+    flow = predict(trainee, "pi05_ki/flow", data, data.confidence_batches, n, seed)
+    fast = predict(trainee, "pi05_ki/fast", data, data.confidence_batches, n, seed)
+    flow_error = (flow - data.confidence_gt_normalized).pow(2).mean(dim=(1, 2))
+    disagreement = (fast - flow).pow(2).mean(dim=(1, 2))
+    return {
+        "flow_error": flow_error.tolist(),
+        "fast_error": (fast - data.confidence_gt_normalized).pow(2).mean(dim=(1, 2)).tolist(),
+        "disagreement": disagreement.tolist(),
+        **spearman_with_ci(disagreement.numpy(), flow_error.numpy(), seed=seed),
     }
 
 
@@ -839,12 +822,15 @@ def study(cfg: StudyConfig) -> dict:
             len(data.gt_original),
             data.eval_episodes,
         )
-        windows = load_action_chunks(data.train, cfg.split_every, mode=mode, show_progress=False)
+        stats, windows = policy_stats_and_fast_windows(cfg, data.train, mode)
         if set(np.unique(windows.episode_index)) != set(data.train_episodes):
             raise RuntimeError("the FAST tokenizer would not be fitted on exactly the training episodes.")
         fast = FastTokenizer.fit(windows.normalized, vocab_size=cfg.vocab_size)
         logger.info("FAST tokenizer fitted on %d windows of %d steps", len(windows.normalized), cfg.split_every)
         fast_dir = str(fast.save(Path(tmp) / "fast"))
+        held_out_chunks = policy_chunks(cfg, data.held_out, stats, mode)
+        layout = SplitLayout(fast, cfg.chunk_size, cfg.split_every)
+        layout_tokens = layout.lengths(held_out_chunks.normalized, clip=True)
         words = sorted({w for task in data.tasks for w in re.findall(r"\w+|[^\w\s]+", task.replace("_", " "))})
         text_dir = cfg.text_tokenizer or str(write_paligemma_layout_tokenizer(Path(tmp) / "text", words))
         configs = make_configs(cfg, meta, text_dir, fast_dir)
@@ -858,14 +844,14 @@ def study(cfg: StudyConfig) -> dict:
                 logger.info("no camera: core pi05 refuses such a config and is left out")
                 if not cfg.policies:
                     raise ValueError("no policy left to train; pass --patch_core_pi05_without_camera=true.")
-        runs = [run_seed(cfg, seed, configs, data, text_dir) for seed in cfg.seeds]
+        runs = [run_seed(cfg, seed, configs, data, text_dir, stats) for seed in cfg.seeds]
     methods = list(runs[0]["evals"])
     settings = {
         **asdict(cfg),
         "root": str(root),
         "resolved_image_size": cfg.resolved_image_size(),
         "max_action_tokens": MAX_ACTION_TOKENS,
-        "max_decoding_steps": MAX_DECODING_STEPS,
+        "max_decoding_steps": "the exact grammar's bound",
         "prompt_only_patch_applied_to": patched,
     }
     result = {
@@ -889,16 +875,63 @@ def study(cfg: StudyConfig) -> dict:
                 "fitted_on_windows": len(windows.normalized),
                 "horizon": cfg.split_every,
                 "normalized_range": [float(windows.normalized.min()), float(windows.normalized.max())],
+                # split-layout sequence length (BOS to EOS) of every held-out chunk_size window, as recorded
+                "held_out_tokens_per_chunk": float(layout_tokens.mean()),
+                "held_out_chunks": len(layout_tokens),
             },
             "gt_smoothness_normalized": second_difference_power(data.gt_normalized),
             "gt_smoothness_original": second_difference_power(data.gt_original),
             "baselines": data.baselines,
+            "per_dim_hold_mse": data.per_dim_hold_mse,
+            "confidence_frames": len(data.confidence_gt_normalized) if data.confidence_batches else 0,
         },
         "methods": methods,
-        "summary": summarize(runs, methods),
         "runs": runs,
     }
+    return add_derived(result)
+
+
+def add_derived(result: dict) -> dict:
+    """Summary over seeds, paired comparisons and the confidence correlation, all from ``result["runs"]``."""
+    runs, methods = result["runs"], result["methods"]
+    result["summary"] = summarize(runs, methods, result["data"]["baselines"])
+    result["comparisons"] = {
+        f"{a} vs {b}": row
+        for a, b in (("pi05_ki/flow", "pi05"), ("pi05_ki/fast", "pi0_fast"))
+        if (row := compare(runs, a, b)) is not None
+    }
+    if all("confidence" in run["final"] for run in runs):
+        samples = [
+            (run["final"]["confidence"]["disagreement"], run["final"]["confidence"]["flow_error"]) for run in runs
+        ]
+        result["confidence"] = {
+            "per_seed": [{k: run["final"]["confidence"][k] for k in ("rho", "ci_low", "ci_high", "n")} for run in runs],
+            "mean_per_seed": mean_within_group_spearman(samples),
+        }
     return result
+
+
+def merge_results(paths: list[str]) -> dict:
+    """One result from JSONs of this script that differ only in seeds, threads, notes and machine."""
+    parts = [json.loads(Path(path).read_text()) for path in paths]
+    free = {"seeds", "threads", "note", "name", "output_dir", "merge"}
+    first = {k: v for k, v in parts[0]["settings"].items() if k not in free}
+    for path, part in zip(paths, parts, strict=True):
+        other = {k: v for k, v in part["settings"].items() if k not in free}
+        if other != first or part["data"]["eval_frames"] != parts[0]["data"]["eval_frames"]:
+            diff = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
+            raise ValueError(f"{path} was run with other settings than {paths[0]} ({diff or 'eval frames'}).")
+    runs = sorted((run for part in parts for run in part["runs"]), key=lambda run: run["seed"])
+    seeds = [run["seed"] for run in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds} repeat across {paths}.")
+    merged = {
+        **parts[0],
+        "settings": {**parts[0]["settings"], "seeds": seeds, "merged_from": [Path(p).name for p in paths]},
+        "machine": {**parts[0]["machine"], "per_part": [part["machine"] for part in parts]},
+        "runs": runs,
+    }
+    return add_derived(merged)
 
 
 def main_study(cfg: StudyConfig) -> dict:
@@ -909,7 +942,7 @@ def main_study(cfg: StudyConfig) -> dict:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
         logger.addHandler(handler)
         logger.propagate = False
-    result = study(cfg)
+    result = merge_results(cfg.merge) if cfg.merge else study(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = cfg.name or f"learning_study_{cfg.dataset_root().name}"

@@ -53,7 +53,10 @@ class FastActionTokenizerStep(ProcessorStep):
     (a local directory or hub id); the embedded copy wins, and ``get_config`` always embeds it, keeping the
     path only as provenance. ``clip`` (default True) clips DCT coefficients the vocabulary cannot encode
     instead of failing the training run; every clip is counted and reported in a rate-limited warning.
-    With ``clip=False`` such a batch raises. Without an action (inference) the step does nothing.
+    With ``clip=False`` such a batch raises. A chunk whose sequence would exceed ``max_tokens`` keeps the
+    sub-chunks that fit; the others are dropped from the targets, counted and reported the same way (the
+    policy checks a sample of the dataset against ``max_tokens`` before training starts). Without an
+    action (inference) the step does nothing.
     """
 
     tokenizer_path: str | None = None
@@ -67,6 +70,8 @@ class FastActionTokenizerStep(ProcessorStep):
     _clipped_coefficients: int = field(default=0, init=False, repr=False)
     _clipped_chunks: int = field(default=0, init=False, repr=False)
     _last_clip_warning: float = field(default=-math.inf, init=False, repr=False)
+    _dropped_subchunks: int = field(default=0, init=False, repr=False)
+    _last_drop_warning: float = field(default=-math.inf, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.tokenizer is not None:
@@ -113,6 +118,8 @@ class FastActionTokenizerStep(ProcessorStep):
         step_is_pad = self._step_is_pad(complementary.get(ACTION_IS_PAD_KEY), actions.shape[:2])
         clip = self.clip and self._count_clipped(actions)
         batch = self.layout.build(actions, step_is_pad=step_is_pad, clip=clip, max_length=self.max_tokens)
+        if batch.dropped.any():
+            self._report_dropped(batch.dropped)
 
         outputs = {
             ACTION_TOKENS_KEY: batch.ids,
@@ -178,6 +185,24 @@ class FastActionTokenizerStep(ProcessorStep):
                 CLIP_WARNING_INTERVAL_S,
             )
         return True
+
+    def _report_dropped(self, dropped: np.ndarray) -> None:
+        """Count the sub-chunks left out for lack of room and warn (rate-limited)."""
+        self._dropped_subchunks += int(dropped.sum())
+        now = time.monotonic()
+        if now - self._last_drop_warning >= CLIP_WARNING_INTERVAL_S:
+            self._last_drop_warning = now
+            logger.warning(
+                "%s: %d action chunk(s) of this batch need more than max_tokens=%d tokens; their last %s sub-chunk(s) "
+                "were left out of the training targets (%d sub-chunks since start; this warning repeats at most every "
+                "%.0f s). Raise the policy's max_action_tokens, or refit the FAST tokenizer with a larger vocab_size.",
+                REGISTRY_NAME,
+                int((dropped > 0).sum()),
+                self.max_tokens,
+                "/".join(str(n) for n in sorted(set(dropped[dropped > 0].tolist()))),
+                self._dropped_subchunks,
+                CLIP_WARNING_INTERVAL_S,
+            )
 
     def get_config(self) -> dict[str, Any]:
         return {

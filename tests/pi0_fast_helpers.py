@@ -35,7 +35,6 @@ def make_config(assets: Assets, camera: bool = True, **overrides: Any) -> PI0Fas
         "image_resolution": (RES, RES),
         "tokenizer_max_length": 24,
         "max_action_tokens": 96,
-        "max_decoding_steps": 96,
         "text_tokenizer_name": str(assets.text_dir),
         "action_tokenizer_name": str(assets.fast_dir),
         **overrides,

@@ -5,7 +5,7 @@ what is wrong and how to fix it, before any training step and before anything is
 Where each check sits: flags alone are checked when LeRobot parses them (before the dataset is opened, stage
 ``parse``); what needs the dataset (its action, cameras, the FAST tokenizer against the action dimension and
 ``split_every``, the ``init_from`` checkpoint) when the policy is built (before its model and the optimizer,
-stage ``policy``); what needs the data itself (how many tokens a chunk takes) on the first batch (``batch``).
+stage ``policy``), including a sample of the data itself (how many tokens a chunk takes).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from lerobot_fastplus.tools.synthetic_dataset import JOINT_NAMES, TASK, make_syn
 CHUNK = 20
 REPO_ID = "local/fastplus_synthetic_so100"
 # The last log line of each stage of lerobot-train: an error raised in a stage must come before the next one.
-NEXT_STAGE = {"parse": "Creating dataset", "policy": "Creating optimizer", "batch": "loss:"}
+NEXT_STAGE = {"parse": "Creating dataset", "policy": "Creating optimizer"}
 
 
 @dataclass(frozen=True)
@@ -215,9 +215,11 @@ def test_a_chunk_layout_the_flags_cannot_hold_is_refused(inputs, tmp_path, polic
 
 
 @pytest.mark.slow
-def test_chunks_that_need_more_tokens_than_allowed_stop_at_the_first_batch(inputs, tmp_path) -> None:
+def test_chunks_that_need_more_tokens_than_allowed_stop_before_the_first_step(inputs, tmp_path) -> None:
+    """A sample of the dataset is tokenized when the policy is built; during training a longer chunk only loses
+    sub-chunks (tests/test_fast_action_step.py)."""
     result = refuse_training(inputs, tmp_path, "pi05_ki", "--policy.max_action_tokens=8")
-    assert_refused(result, "batch", "more than the allowed 8", "Raise the policy's max action tokens")
+    assert_refused(result, "policy", "--policy.max_action_tokens=8 is too small for this dataset", "longest")
 
 
 # ---------------------------------------------------------------------------------------------------- tokenizer dirs

@@ -30,10 +30,8 @@ from lerobot_fastplus.tools.synthetic_dataset import TASK, make_synthetic_datase
 
 REPO_ID = "local/fastplus_synthetic_so100"
 STEPS, BATCH, CHUNK = 3, 2, 20
-PI05_KI_LM_HEADS = {
-    "model.paligemma_with_expert.paligemma.lm_head.weight",
-    "model.paligemma_with_expert.gemma_expert.lm_head.weight",
-}
+PALIGEMMA_LM_HEAD = "model.paligemma_with_expert.paligemma.lm_head.weight"
+PI05_KI_LM_HEADS = {PALIGEMMA_LM_HEAD, "model.paligemma_with_expert.gemma_expert.lm_head.weight"}
 # `accelerate config` answers for 2 processes on one machine. On a machine without GPUs, MULTI_GPU only picks
 # accelerate's torchrun launcher; lerobot-train then builds its Accelerator with cpu=True (--policy.device=cpu),
 # which makes it MULTI_CPU with the gloo backend.
@@ -59,7 +57,8 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> ki_helpers.Assets:
 @pytest.mark.parametrize("policy_type", ["pi05_ki", "pi0_fast"])
 def test_every_trainable_parameter_gets_a_gradient(policy_type: str, assets: ki_helpers.Assets) -> None:
     """What DDP needs to run without ``find_unused_parameters``: one training loss reaches every parameter that
-    requires a gradient. pi05_ki's two LM heads, which no loss reaches, are frozen; pi0_fast freezes nothing."""
+    requires a gradient. pi05_ki's two LM heads and pi0_fast's (split layout: the head is the tied input embedding),
+    which no loss reaches, are frozen."""
     helpers, policy_class = {"pi05_ki": (ki_helpers, PI05KIPolicy), "pi0_fast": (pi0_fast_helpers, PI0FastPolicy)}[
         policy_type
     ]
@@ -75,7 +74,7 @@ def test_every_trainable_parameter_gets_a_gradient(policy_type: str, assets: ki_
     without_gradient = sorted(name for name, param in named.items() if param.requires_grad and param.grad is None)
     assert without_gradient == [], f"DDP would need find_unused_parameters=True for {without_gradient}"
     frozen = {name for name, param in named.items() if not param.requires_grad}
-    assert frozen == (PI05_KI_LM_HEADS if policy_type == "pi05_ki" else set())
+    assert frozen == (PI05_KI_LM_HEADS if policy_type == "pi05_ki" else {PALIGEMMA_LM_HEAD})
 
 
 def policy_flags(policy_type: str, tmp: Path, dataset: LeRobotDataset) -> list[str]:
@@ -100,7 +99,6 @@ def policy_flags(policy_type: str, tmp: Path, dataset: LeRobotDataset) -> list[s
         *common,
         f"--policy.action_tokenizer_name={fast}",
         "--policy.tokenizer_max_length=64",
-        "--policy.max_decoding_steps=128",
     ]
 
 
@@ -185,7 +183,7 @@ def test_two_process_training_keeps_ranks_identical_and_checkpoints_once(
     unchanged = {name for name in rank0["final"] if rank0["final"][name] == rank0["prepared"][name]}
     assert not unchanged & trainable, f"trainable parameters unchanged by training: {sorted(unchanged & trainable)}"
     assert unchanged == set(rank0["final"]) - trainable  # frozen ones stay as they were
-    assert unchanged == (PI05_KI_LM_HEADS if policy_type == "pi05_ki" else set())
+    assert unchanged == (PI05_KI_LM_HEADS if policy_type == "pi05_ki" else {PALIGEMMA_LM_HEAD})
 
     # One checkpoint, written by rank 0 only, holding rank 0's final parameters.
     assert (rank0["saves"], rank1["saves"]) == ([STEPS], [])

@@ -1,16 +1,30 @@
-"""``fastplus-demo``, the README's main job: dataset -> FAST tokenizer -> ``lerobot-train`` pi05_ki -> held-out
-evaluation -> summary (small settings, CPU, offline)."""
+"""``fastplus-demo``, the README's main job: reach dataset -> FAST tokenizer on relative chunks -> ``lerobot-train``
+pi05_ki -> held-out evaluation -> summary that leads with the bar check (small settings, CPU, offline)."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pytest
+import torch
 from cli_helpers import BIN, run
+from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature
 from lerobot.datasets import LeRobotDataset
+from lerobot.datasets.dataset_tools import recompute_stats
+from lerobot.processor import (
+    NormalizerProcessorStep,
+    RelativeActionsProcessorStep,
+    TransitionKey,
+    create_transition,
+)
+from lerobot.utils.constants import ACTION, OBS_STATE
 
 from lerobot_fastplus import demo
+from lerobot_fastplus.tools.chunks import load_action_chunks, split_into_subchunks
+from lerobot_fastplus.tools.evaluate_offline import DecodingResult, OfflineEvalResult
+from lerobot_fastplus.tools.synthetic_dataset import REACH_TARGETS, make_synthetic_dataset, reach_task
 
 SMALL = [
     "--n_episodes=5",
@@ -21,6 +35,107 @@ SMALL = [
     "--batch_size=2",
     "--eval_frames=4",
 ]
+CHUNK = 20
+
+
+@pytest.fixture(scope="module")
+def reach(tmp_path_factory) -> LeRobotDataset:
+    """A small reach dataset with relative-action statistics, as the demo writes it."""
+    root = tmp_path_factory.mktemp("reach") / "dataset"
+    dataset = make_synthetic_dataset(root, repo_id="local/reach", n_episodes=8, episode_len=50, reach_targets=4)
+    return recompute_stats(
+        dataset, relative_action=True, relative_exclude_joints=demo.RELATIVE_EXCLUDE_JOINTS, chunk_size=CHUNK
+    )
+
+
+def _evaluation(**mse: float) -> OfflineEvalResult:
+    decodings = [
+        DecodingResult(name, value, value, 0.0, 0.0, None, None, predictions=np.zeros((1, 1, 1)))
+        for name, value in mse.items()
+    ]
+    return OfflineEvalResult(
+        "pi05_ki", "ckpt", "data", [3], [0], 10, "QUANTILES", 0.0, None, decodings, ground_truth=np.zeros((1, 1, 1))
+    )
+
+
+def test_bar_needs_half_the_error_of_holding_still_and_less_than_the_range_centre() -> None:
+    checks = demo.check_bar(
+        _evaluation(**{"flow": 0.05, "fast (AR)": 0.051, "hold current state": 0.1, "range centre": 0.3})
+    )
+    assert [(c.name, c.passed) for c in checks] == [("flow", True), ("fast (AR)", False)]
+    assert checks[0].limit == pytest.approx(0.05)
+    # below half of hold is not enough when the range centre is better still
+    (flow,) = demo.check_bar(_evaluation(flow=0.2, **{"hold current state": 0.5, "range centre": 0.2}))
+    assert not flow.passed
+
+
+def test_the_comparison_leads_with_every_decoding_and_says_when_the_bar_is_missed() -> None:
+    passed = _evaluation(**{"flow": 0.01, "fast (AR)": 0.02, "hold current state": 0.1, "range centre": 0.3})
+    text = demo.format_comparison(passed, demo.check_bar(passed))
+    lines = text.splitlines()
+    assert lines[0].startswith("Held-out normalised MSE") and "0.5 x hold = 0.0500" in lines[0]
+    assert [line.split()[0] for line in lines[1:5]] == ["flow", "FAST", "hold", "range"]
+    assert lines[1].endswith("0.0100  PASS") and lines[2].endswith("0.0200  PASS")
+    assert lines[-1].startswith("The policy learned the task")
+
+    missed = _evaluation(**{"flow": 0.01, "fast (AR)": 0.09, "hold current state": 0.1, "range centre": 0.3})
+    lines = demo.format_comparison(missed, demo.check_bar(missed)).splitlines()
+    assert lines[2].endswith("0.0900  MISS")
+    assert lines[-1].startswith("MISSED THE BAR: FAST head, autoregressive 0.0900 vs limit 0.0500")
+
+
+def test_reach_actions_move_and_depend_on_the_named_marker_only(reach) -> None:
+    table = reach.hf_dataset.data.to_pandas()
+    tasks = reach.meta.tasks.index.tolist()
+    assert sorted(tasks) == sorted(reach_task(t) for t in REACH_TARGETS)
+    relative = {}
+    for episode, rows in table.groupby("episode_index"):
+        actions, states = np.stack(rows["action"]), np.stack(rows["observation.state"])
+        relative[episode] = actions[10:30] - states[10]  # one chunk relative to the state at its start
+        assert np.abs(relative[episode][-1]).max() > 5  # moves several degrees within a chunk: holding still fails
+        target = REACH_TARGETS[episode % 4]
+        image = reach[int(rows.index[0])]["observation.images.front"]
+        x, y = (image.shape[-1] - 2 if s > 0 else 1 for s in target.direction[:2])
+        assert torch.allclose(image[:, y, x] * 255, torch.tensor(target.colour, dtype=torch.float32), atol=1)
+    for episode in range(4):  # same marker, another start pose: the same relative motion (up to sensor noise)
+        np.testing.assert_allclose(relative[episode], relative[episode + 4], atol=0.5)
+        assert np.abs(relative[episode] - relative[(episode + 1) % 4]).max() > 5
+
+
+def test_relative_tokenizer_chunks_are_exactly_what_lerobot_feeds_the_policy(reach) -> None:
+    """With --relative_actions=true the tokenizer tools' chunks equal LeRobot's RelativeActionsProcessorStep +
+    NormalizerProcessorStep applied to the training samples (what pi05_ki's preprocessor runs before its FAST
+    step), and the tokenizer is fitted on their sub-chunks."""
+    chunks = load_action_chunks(
+        reach, CHUNK, mode="QUANTILES", relative_exclude_joints=demo.RELATIVE_EXCLUDE_JOINTS, show_progress=False
+    )
+    names = reach.meta.features[ACTION]["names"]
+    relative = RelativeActionsProcessorStep(
+        enabled=True, exclude_joints=demo.RELATIVE_EXCLUDE_JOINTS, action_names=names
+    )
+    normalize = NormalizerProcessorStep(
+        features={ACTION: PolicyFeature(FeatureType.ACTION, (6,))},
+        norm_map={FeatureType.ACTION: NormalizationMode.QUANTILES},
+        stats={ACTION: reach.meta.stats[ACTION]},
+    )
+    samples = LeRobotDataset(
+        "local/reach", root=reach.root, delta_timestamps={ACTION: [i / reach.fps for i in range(CHUNK)]}
+    )
+    for index in (0, 17, 30, 200):
+        sample = samples[index]
+        transition = create_transition(
+            observation={OBS_STATE: sample[OBS_STATE][None]}, action=sample[ACTION][None].clone()
+        )
+        expected = normalize(relative(transition))[TransitionKey.ACTION][0].numpy()
+        row = np.flatnonzero(
+            (chunks.episode_index == int(sample["episode_index"])) & (chunks.start_frame == index % 50)
+        )
+        np.testing.assert_allclose(chunks.normalized[row[0]], expected, atol=1e-5)
+    assert np.abs(chunks.normalized).max() < 1.5  # the relative statistics fit the relative chunks
+
+    subchunks = split_into_subchunks(chunks, 10)
+    assert subchunks.normalized.shape == (2 * len(chunks.raw), 10, 6)
+    np.testing.assert_array_equal(subchunks.normalized[1], chunks.normalized[0, 10:])
 
 
 def test_log_lines_of_lerobot_train_are_parsed() -> None:
@@ -47,7 +162,13 @@ def test_a_directory_that_holds_no_demo_is_never_replaced(tmp_path, capsys) -> N
 
 
 @pytest.mark.parametrize(
-    ("flag", "message"), [("--held_out_episodes=5", "held_out_episodes=5"), ("--steps=0", "steps")]
+    ("flag", "message"),
+    [
+        ("--held_out_episodes=5", "held_out_episodes=5"),
+        ("--steps=0", "steps"),
+        ("--chunk_size=15", "multiple of --split_every"),
+        ("--reach_targets=5", "reach_targets=5"),
+    ],
 )
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys, flag, message) -> None:
     out = tmp_path / "demo"
@@ -61,19 +182,36 @@ def test_the_main_job_runs_end_to_end_and_reruns(tmp_path) -> None:
     for _ in range(2):  # the second run replaces the first
         result = run([str(BIN / "fastplus-demo"), f"--output_dir={out}", *SMALL], tmp_path)
     stdout = result.stdout
-    for stage in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "fastplus demo done", "Held-out action error"):
+    for stage in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "fastplus demo done"):
         assert stage in stdout, stage
+
+    # the summary leads with the comparison and the plot, whatever 4 steps achieve
+    lead = stdout[stdout.index("fastplus demo done") :].splitlines()[2:9]
+    assert lead[0].startswith("Held-out normalised MSE, first 10 actions of 4 chunks from episodes [4]")
+    labels = ["flow sampling", "FAST head, autoregressive", "hold the current state", "range centre"]
+    for line, label in zip(lead[1:5], labels, strict=True):
+        assert line.strip().startswith(label), line
+    assert lead[5].startswith(("The policy learned the task", "MISSED THE BAR"))
+    assert lead[6].startswith("plot") and str(out / "eval" / "eval_offline.png") in lead[6]
+
     summary = json.loads((out / "summary.json").read_text())
     checkpoint = out / "train" / "checkpoints" / "last" / "pretrained_model"
     assert summary["training"]["checkpoint"] == str(checkpoint) and (checkpoint / "model.safetensors").is_file()
     assert [r["step"] for r in summary["training"]["log"]][-1] == 4
     evaluation = summary["evaluation"]
     assert evaluation["episodes"] == [4] and len(evaluation["frames"]) == 4
-    names = [d["name"] for d in evaluation["decodings"]]
-    assert names == ["flow", "fast (AR)", "hold current state"]
-    for d in evaluation["decodings"]:
-        assert math.isfinite(d["mse_normalized"]) and math.isfinite(d["mse_original"])
+    mse = {d["name"]: d["mse_normalized"] for d in evaluation["decodings"]}
+    assert list(mse) == ["flow", "fast (AR)", "hold current state", "range centre"]
+    assert all(math.isfinite(v) for v in mse.values())
+    rows = dict(zip(["flow", "fast (AR)"], lead[1:3], strict=True))
+    for check in summary["bar"]:
+        passed = check["mse"] <= 0.5 * mse["hold current state"] and check["mse"] < mse["range centre"]
+        assert check["passed"] == passed and check["mse"] == mse[check["name"]]
+        assert rows[check["name"]].endswith("PASS" if passed else "MISS")
+    policy_config = json.loads((checkpoint / "config.json").read_text())
+    assert policy_config["use_relative_actions"] is True
+    assert policy_config["relative_exclude_joints"] == demo.RELATIVE_EXCLUDE_JOINTS
     for path in ("train_curves.png", "eval/eval_offline.png", "tokenizer/report.png", "train.log"):
         assert (out / path).stat().st_size > 0, path
-    assert str(checkpoint) in stdout and str(out / "eval" / "eval_offline.png") in stdout
+    assert str(checkpoint) in stdout
     assert LeRobotDataset(demo.DEMO_REPO_ID, root=out / "dataset", video_backend="pyav").num_episodes == 5

@@ -84,9 +84,7 @@ def tiny_config(policy_type: str, tokenizers: Tokenizers) -> PreTrainedConfig:
     }
     if policy_type == "pi05_ki":
         return PI05KIConfig(action_expert_variant="gemma_tiny", fast_tokenizer_path=str(tokenizers.fast), **common)
-    return PI0FastConfig(
-        action_tokenizer_name=str(tokenizers.fast), max_action_tokens=96, max_decoding_steps=32, **common
-    )
+    return PI0FastConfig(action_tokenizer_name=str(tokenizers.fast), max_action_tokens=96, **common)
 
 
 def unit_stats() -> dict[str, dict[str, torch.Tensor]]:
@@ -300,5 +298,5 @@ def test_lerobot_eval_runs_a_pi0_fast_checkpoint_on_a_libero_shaped_env(
     libero_like: LiberoLike, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # pi0_fast normalises actions with MEAN_STD; its tokenizer is fitted on the same normalisation
-    checkpoint = train_checkpoint("pi0_fast", libero_like, tmp_path, "MEAN_STD", "--policy.max_decoding_steps=96")
+    checkpoint = train_checkpoint("pi0_fast", libero_like, tmp_path, "MEAN_STD")
     evaluate(checkpoint, tmp_path, monkeypatch, ["--policy.n_action_steps=2"])

@@ -49,7 +49,7 @@ def saved(tmp_path_factory):
 def test_every_decoding_is_scored_on_complete_held_out_chunks(saved) -> None:
     dataset, ckpt = saved
     result = evaluate_checkpoint(EvalOfflineConfig(checkpoint=str(ckpt), root=str(dataset.root), episodes=[2]))
-    assert [d.name for d in result.decodings] == ["flow", "fast (AR)", "hold current state"]
+    assert [d.name for d in result.decodings] == ["flow", "fast (AR)", "hold current state", "range centre"]
     assert result.episodes == [2] and result.n_action_steps == N_STEPS
     # the episode has EPISODE_LEN - N_STEPS + 1 frames with a complete chunk; all fit under the default 48
     assert len(result.frames) == EPISODE_LEN - N_STEPS + 1
@@ -62,6 +62,11 @@ def test_every_decoding_is_scored_on_complete_held_out_chunks(saved) -> None:
     hold = np.repeat(states[: len(result.frames), None], N_STEPS, axis=1)
     np.testing.assert_allclose(result.ground_truth, truth, rtol=1e-6)
     assert result.result("hold current state").mse_original == pytest.approx(np.mean((hold - truth) ** 2), rel=1e-6)
+    # predicting 0 in normalised space: the middle of the q01..q99 range (absolute actions)
+    stats = dataset.meta.stats["action"]
+    centre = np.broadcast_to((stats["q01"] + stats["q99"]) / 2, truth.shape)
+    np.testing.assert_allclose(result.result("range centre").predictions, centre, rtol=1e-5)
+    assert result.result("range centre").mse_normalized > 0
 
     for d in result.decodings[:2]:
         assert d.predictions.shape == truth.shape and np.isfinite(d.predictions).all()

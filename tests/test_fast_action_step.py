@@ -178,7 +178,7 @@ def test_clipping_warns_with_counts_and_is_rate_limited(fast, normalised, caplog
     np.testing.assert_array_equal(first[ACTION_TOKENS_KEY].numpy(), expected.ids)
 
     strict = FastActionTokenizerStep(tokenizer=fast.to_dict(), chunk_size=CHUNK, split_every=SPLIT, clip=False)
-    with pytest.raises(ValueError, match="outside what this tokenizer can encode"):
+    with pytest.raises(ValueError, match="outside this tokenizer's range"):
         strict(step_transition(wild))
 
 
@@ -211,10 +211,33 @@ def test_error_for_wrong_action_shape(fast, shape, message) -> None:
         step(step_transition(torch.zeros(shape)))
 
 
-def test_error_for_wrong_pad_shape_and_too_many_tokens(fast, normalised) -> None:
+def test_error_for_wrong_pad_shape(fast, normalised) -> None:
     action = torch.tensor(normalised[:2], dtype=torch.float32)
     step = FastActionTokenizerStep(tokenizer=fast.to_dict(), chunk_size=CHUNK, split_every=SPLIT, max_tokens=4)
     with pytest.raises(ValueError, match="action_is_pad has shape"):
         step(step_transition(action, torch.zeros(2, CHUNK - 1, dtype=torch.bool)))
-    with pytest.raises(ValueError, match="more than the allowed 4"):
-        step(step_transition(action))
+
+
+def test_sub_chunks_beyond_max_tokens_leave_the_targets_with_a_warning(fast, normalised, caplog) -> None:
+    """A long chunk never stops training: the sub-chunks that fit stay, the rest are dropped, counted, reported."""
+    action = torch.tensor(normalised[:3], dtype=torch.float32)
+    full = FastActionTokenizerStep(tokenizer=fast.to_dict(), chunk_size=CHUNK, split_every=SPLIT)
+    reference = full(step_transition(action))[TransitionKey.COMPLEMENTARY_DATA]
+    lengths = reference[ACTION_TOKEN_VALID_KEY].sum(dim=1)
+    first = full.layout.encode_subchunks(normalised[:3])
+    budget = int(lengths.min()) - 1  # every chunk is one token too long for all its sub-chunks
+    step = FastActionTokenizerStep(tokenizer=fast.to_dict(), chunk_size=CHUNK, split_every=SPLIT, max_tokens=budget)
+    with caplog.at_level(logging.WARNING):
+        out = step(step_transition(action))[TransitionKey.COMPLEMENTARY_DATA]
+    assert "3 action chunk(s) of this batch need more than" in caplog.text
+    ids, valid, target = out[ACTION_TOKENS_KEY], out[ACTION_TOKEN_VALID_KEY], out[ACTION_TOKEN_TARGET_KEY]
+    assert int(valid.sum(dim=1).max()) <= budget
+    dropped = 0
+    for row in range(3):
+        kept, n_kept = 1, 0  # BOS, then whole sub-chunks (tokens and separator) while they fit
+        while n_kept < len(first[row]) and kept + len(first[row][n_kept]) + 1 <= budget:
+            kept, n_kept = kept + len(first[row][n_kept]) + 1, n_kept + 1
+        dropped += len(first[row]) - n_kept
+        assert int(valid[row].sum()) == kept and int(target[row].sum()) == kept - 1
+        assert torch.equal(ids[row, :kept], reference[ACTION_TOKENS_KEY][row, :kept])
+    assert step._dropped_subchunks == dropped >= 3

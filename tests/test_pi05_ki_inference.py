@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ki_helpers import CHUNK, DIM, make_assets, make_config, raw_batch
+from ki_helpers import CHUNK, DIM, action_chunks, make_assets, make_config, raw_batch
 from lerobot.policies.pi05 import PI05Config
 from lerobot.policies.rtc.configuration_rtc import RTCConfig
 
 from lerobot_fastplus.policies.common.core_tiny import core_pi05_tiny
-from lerobot_fastplus.policies.common.decoding import GrammarState, SplitGrammar
 from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import PI05KIPolicy
 from lerobot_fastplus.policies.pi05_ki.processor_pi05_ki import make_pi05_ki_pre_post_processors
 
@@ -74,13 +73,15 @@ def test_rtc_pulls_the_start_of_the_chunk_toward_the_previous_one(assets, setup)
 
 def test_fast_decoding_matches_teacher_forcing(setup) -> None:
     """Greedy FAST decoding with the KV cache picks, at every step, the argmax over the legal ids of the training
-    forward fed with the decoded prefix, never an illegal one; the chunk it returns is finite and has the dataset's
-    shape and is recorded in ``last_decode``."""
+    forward fed with the decoded prefix, never an illegal one; the chunk it returns is complete, finite, has the
+    dataset's shape and is recorded in ``last_decode``."""
     policy, obs = setup
     images, img_masks = policy._preprocess_images(obs)
     tokens, masks = obs["observation.language.tokens"], obs["observation.language.attention_mask"]
     with torch.no_grad():
-        generated = policy.model.decode_fast(images, img_masks, tokens, masks)
+        candidates = policy.model.decode_fast(images, img_masks, tokens, masks, policy.grammar)
+        n = policy.layout.n_fast_ids
+        generated = torch.where(candidates < n, candidates, candidates + 1)  # candidate -> layout id (BOS skipped)
         bos = torch.full_like(generated[:, :1], policy.layout.bos_id)
         ids = torch.cat([bos, generated], dim=1)
         x_t = torch.zeros(2, CHUNK, policy.config.max_action_dim)
@@ -88,14 +89,13 @@ def test_fast_decoding_matches_teacher_forcing(setup) -> None:
             images, img_masks, tokens, masks, x_t, torch.ones(2), ids, torch.ones_like(ids, dtype=torch.bool)
         )
         logits = policy.model.fast_logits(hidden[:, :-1])
-    n = policy.layout.n_fast_ids
-    grammar = SplitGrammar(n, policy.config.n_subchunks)
-    state, legal = GrammarState.start(2, logits.device), []
-    for step in range(generated.shape[1]):
+    grammar = policy.grammar
+    state, legal = grammar.start(2), []
+    for step in range(candidates.shape[1]):
         legal.append(grammar.legal(state))
-        candidate = generated[:, step] - (generated[:, step] > n).long()  # layout id -> candidate (BOS skipped)
-        assert legal[-1].gather(1, candidate[:, None]).all(), f"illegal id at step {step}"
-        state = grammar.advance(state, candidate)
+        assert legal[-1].gather(1, candidates[:, step : step + 1]).all(), f"illegal id at step {step}"
+        state = grammar.advance(state, candidates[:, step])
+    assert grammar.done(state).all()
     index = logits.masked_fill(~torch.stack(legal, dim=1), float("-inf")).argmax(dim=-1)
     forced = torch.where(index < n, index, index + 1)
     eos = generated == policy.layout.eos_id
@@ -103,7 +103,7 @@ def test_fast_decoding_matches_teacher_forcing(setup) -> None:
     for row in range(2):
         stop = int(first_eos[row]) + 1
         assert torch.equal(forced[row, :stop], generated[row, :stop])
-    assert generated.shape[1] <= policy.config.max_action_tokens - 1
+    assert generated.shape[1] <= grammar.max_length
 
     policy.config.action_decoding = "fast"
     try:
@@ -111,4 +111,40 @@ def test_fast_decoding_matches_teacher_forcing(setup) -> None:
     finally:
         policy.config.action_decoding = "flow"
     assert chunk.shape == (2, CHUNK, DIM) and torch.isfinite(chunk).all()
-    assert policy.last_decode is not None and policy.last_decode.actions.shape == (2, CHUNK, DIM)
+    assert policy.last_decode is not None and policy.last_decode.n_incomplete == 0
+    assert policy.last_decode.parsed.step_valid.all()
+
+
+def test_fast_decoding_never_acts_on_an_undecoded_chunk(setup, caplog) -> None:
+    """Should a FAST decode ever miss steps (the exact grammar rules it out), pi05_ki follows pi0_fast's rule: hold
+    the nearest decoded step, else the last executed action, else the normalised origin, and warn; never zeros
+    passed off as a decoded chunk."""
+    import logging
+
+    policy, obs = setup
+    n = policy.layout.n_fast_ids
+    layout_ids = torch.as_tensor(policy.layout.build(action_chunks(2, 3)).ids[:, 1:])  # after BOS
+    good = torch.where(layout_ids < n, layout_ids, layout_ids - 1)  # layout id -> candidate index
+    cut = good.clone()
+    cut[1, 1:] = n + 1  # row 1: one token, then EOS: nothing decodable
+    original = policy.model.decode_fast
+    policy.model.decode_fast = lambda *args, **kwargs: cut
+    policy.config.action_decoding = "fast"
+    try:
+        policy.reset()
+        with caplog.at_level(logging.WARNING):
+            first = policy.predict_action_chunk(obs)
+        assert policy.last_decode.n_incomplete == 1 and policy.last_decode.held_origin.tolist() == [False, True]
+        assert "1 of 2 chunks decoded incompletely" in caplog.text
+        # the next chunk of the episode: now row 0 decodes nothing and repeats its last executed action
+        swapped = cut.flip(0)
+        policy.model.decode_fast = lambda *args, **kwargs: swapped
+        second = policy.predict_action_chunk(obs)
+        last = policy.config.n_action_steps - 1
+        assert first[0, last].abs().sum() > 0
+        torch.testing.assert_close(second[0], first[0, last].expand(CHUNK, DIM))
+        assert policy.last_decode.held_origin.tolist() == [False, False]
+    finally:
+        policy.model.decode_fast = original
+        policy.config.action_decoding = "flow"
+        policy.reset()

@@ -73,13 +73,26 @@ def test_flow_loss_gives_zero_gradient_to_every_backbone_parameter(setup) -> Non
     assert zero == [f"time_mlp_{io}.{kind}" for io in ("in", "out") for kind in ("bias", "weight")]
 
 
+def pi05_layer(*args: Any, n_fast: int, fast_outputs_only: bool, **kwargs: Any) -> list[torch.Tensor]:
+    """LeRobot's joint layer (one attention over the whole sequence and mask, no detach) in place of KI's."""
+    backbone, expert = compute_layer_complete(*args, **kwargs)
+    return [backbone[:, backbone.shape[1] - n_fast :] if fast_outputs_only else backbone, expert]
+
+
+def test_ki_layers_compute_pi05s_joint_attention(setup, monkeypatch) -> None:
+    """KI's block attention and last layer (FAST outputs only) give the values of LeRobot's joint layer."""
+    policy, batch = setup
+    with torch.no_grad():
+        ki = run_model(policy, batch)
+        monkeypatch.setattr(modeling_pi05_ki, "compute_layer_ki", pi05_layer)
+        joint = run_model(policy, batch)
+    torch.testing.assert_close(ki.flow_se, joint.flow_se, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(ki.fast_ce, joint.fast_ce, rtol=1e-4, atol=1e-5)
+
+
 def test_without_the_stop_gradient_the_flow_loss_would_reach_the_backbone(setup, monkeypatch) -> None:
     """Guards the test above: with pi05's joint layer in place of KI's, backbone gradients appear."""
     policy, batch = setup
-
-    def pi05_layer(*args: Any, n_fast: int, **kwargs: Any) -> list[torch.Tensor]:  # joint attention, no detach
-        return compute_layer_complete(*args, **kwargs)
-
     monkeypatch.setattr(modeling_pi05_ki, "compute_layer_ki", pi05_layer)
     policy.zero_grad(set_to_none=True)
     run_model(policy, batch).flow_se.mean().backward()

@@ -64,15 +64,16 @@ def test_a_core_config_json_parses_with_every_core_field(tmp_path) -> None:
     assert saved["type"] == "pi0_fast" and saved["action_layout"] == "split"
 
 
-def test_a_core_config_json_with_a_short_chunk_parses_and_a_split_policy_refuses_it(tmp_path, assets) -> None:
+def test_a_core_config_json_with_a_short_chunk_parses_and_a_split_policy_needs_a_fitting_tokenizer(
+    tmp_path, assets
+) -> None:
     core = CorePI0FastConfig(chunk_size=5, n_action_steps=5)
     (tmp_path / "config.json").write_text(json.dumps({"type": "pi0_fast", **draccus.encode(core)}))
     config = PreTrainedConfig.from_pretrained(tmp_path)
-    assert (config.chunk_size, config.split_every, config.action_layout) == (5, 10, None)
-    assert config.n_subchunks == 1
-    # a fresh policy resolves the layout to split, and only then is split_every > chunk_size an error
-    with pytest.raises(ValueError, match="split_every=10 must be in"):
-        PI0FastPolicy(make_config(assets, chunk_size=5, n_action_steps=5, action_layout=None))
+    assert (config.chunk_size, config.split_every, config.action_layout) == (5, 5, None)  # split_every fits
+    # a fresh split-layout policy of 5-step chunks needs a FAST tokenizer of 5-step chunks (the test's has 10)
+    with pytest.raises(ValueError, match="fitted on 10-step chunks, but split_every=5"):
+        PI0FastPolicy(make_config(assets, chunk_size=5, n_action_steps=5, split_every=None, action_layout=None))
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,7 @@ def test_a_core_config_json_with_a_short_chunk_parses_and_a_split_policy_refuses
         ({"action_eos_token_id": SEG_IDS[0]}, "must be three different ids"),
         ({"fast_skip_tokens": 0}, "fast_skip_tokens=0"),
         ({"max_action_tokens": 4}, "cannot hold even the shortest layout"),
-        ({"max_decoding_steps": 3}, "cannot hold even the shortest layout"),
+        ({"max_decoding_steps": 0}, "max_decoding_steps must be positive"),
         ({"temperature": -1.0}, "temperature must be >= 0"),
         ({"n_action_steps": 30}, "cannot be greater than chunk_size"),
     ],
@@ -115,3 +116,44 @@ def test_rtc_is_refused_at_construction(assets) -> None:
     with pytest.raises(ValueError, match="continuous denoiser"):
         policy.init_rtc_processor()
     assert "flow matching" in RTC_REFUSAL
+
+
+PARSE_TRAIN_FLAGS = """
+import json, sys
+from lerobot.configs import parser
+from lerobot.configs.train import TrainPipelineConfig
+from lerobot.utils.import_utils import register_third_party_plugins
+
+register_third_party_plugins()  # what LeRobot's CLIs run before parsing
+try:
+    cfg = parser.parse_arg_type(TrainPipelineConfig, sys.argv[1:]) if hasattr(parser, "parse_arg_type") else None
+except Exception as err:
+    print(json.dumps({"error": f"{type(err).__name__}: {err}"})); raise SystemExit
+import draccus
+try:
+    cfg = draccus.parse(TrainPipelineConfig, args=sys.argv[1:])
+except BaseException as err:
+    print(json.dumps({"error": f"{type(err).__name__}: {err}"})); raise SystemExit
+print(json.dumps({"type": type(cfg.policy).__module__, "split_every": cfg.policy.split_every}))
+"""
+
+
+@pytest.mark.parametrize("policy_type", ["pi0_fast", "pi05_ki"])
+def test_a_short_chunk_gets_a_fitting_split_every_unless_one_is_given(policy_type) -> None:
+    """``--policy.chunk_size=5`` alone works (split_every defaults to at most chunk_size); an explicit
+    ``--policy.split_every=10`` contradicts it and is refused while the flags are parsed."""
+    import subprocess
+    import sys
+
+    def parse(*flags: str) -> dict:
+        args = [f"--policy.type={policy_type}", "--dataset.repo_id=local/x", "--policy.n_action_steps=5", *flags]
+        out = subprocess.run([sys.executable, "-c", PARSE_TRAIN_FLAGS, *args], capture_output=True, text=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert parse("--policy.chunk_size=5") == {
+        "type": f"lerobot_fastplus.policies.{policy_type}.configuration_{policy_type}",
+        "split_every": 5,
+    }
+    assert parse("--policy.chunk_size=50")["split_every"] == 10
+    refused = parse("--policy.chunk_size=5", "--policy.split_every=10")
+    assert "split_every=10 must be in [1, chunk_size=5]" in refused["error"]

@@ -1,4 +1,4 @@
-"""pi0_fast model: target-only loss (and parity with core's loss), constrained decoding, KV-cache identity,
+"""pi0_fast model: target-only loss (and parity with core's loss), exact-grammar decoding, KV-cache identity,
 decode-failure reporting and the fill rule (tiny variant, CPU)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 import pytest
 import torch
+from lerobot.policies.common.vla_utils import make_att_2d_masks
 from lerobot.policies.factory import make_pre_post_processors
 from lerobot.policies.pi0_fast.configuration_pi0_fast import PI0FastConfig as CorePI0FastConfig
 from lerobot.utils.constants import ACTION_TOKEN_MASK, ACTION_TOKENS, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
@@ -16,7 +17,6 @@ from pi0_fast_helpers import CHUNK, DIM, RES, SPLIT, action_chunks, core_tiny_mo
 from transformers import AutoTokenizer
 
 from lerobot_fastplus.fast_action_step import ACTION_TOKEN_TARGET_KEY, ACTION_TOKEN_VALID_KEY, ACTION_TOKENS_KEY
-from lerobot_fastplus.policies.common.decoding import GrammarState, SplitGrammar
 from lerobot_fastplus.policies.pi0_fast.modeling_pi0_fast import PI0FastPolicy
 
 
@@ -42,51 +42,15 @@ def observation(processors, batch_size: int, seed: int = 20) -> dict:
 
 def generate(policy: PI0FastPolicy, obs: dict, **kwargs) -> torch.Tensor:
     images, img_masks = policy._preprocess_images(obs)
-    kwargs = {"n_subchunks": policy.layout.n_subchunks, "max_steps": policy.config.max_decoding_steps, **kwargs}
     tokens, masks = obs[OBS_LANGUAGE_TOKENS], obs[OBS_LANGUAGE_ATTENTION_MASK]
-    return policy.model.generate(images, img_masks, tokens, masks, **kwargs)
+    return policy.model.generate(images, img_masks, tokens, masks, policy.grammar, **kwargs)
 
 
-def grammar_violations(sequence: list[int], n_fast: int, n_subchunks: int) -> list[str]:
-    """Independent check of the split layout grammar over candidate indices (FAST, SPLIT = n, EOS = n + 1)."""
-    split, eos = n_fast, n_fast + 1
-    problems, subchunk, empty, done = [], 0, True, False
-    for i, token in enumerate(sequence):
-        if done:
-            if token != eos:
-                problems.append(f"{i}: {token} after EOS")
-            continue
-        if not 0 <= token <= eos:
-            problems.append(f"{i}: out-of-range candidate {token}")
-        elif token < n_fast:
-            empty = False
-        elif empty:
-            problems.append(f"{i}: separator {token} closes an empty sub-chunk")
-        elif token == split:
-            if subchunk == n_subchunks - 1:
-                problems.append(f"{i}: SPLIT in the last sub-chunk")
-            subchunk, empty = subchunk + 1, True
-        else:
-            if subchunk != n_subchunks - 1:
-                problems.append(f"{i}: EOS in sub-chunk {subchunk}")
-            done = True
-    return problems
-
-
-# ---------------------------------------------------------------------------------------------------- grammar
-def test_grammar_masks_follow_the_layout() -> None:
-    grammar = SplitGrammar(n_fast=3, n_subchunks=2)
-    state = GrammarState.start(1, torch.device("cpu"))
-    assert grammar.legal(state).tolist() == [[True, True, True, False, False]]  # empty first sub-chunk
-    state = grammar.advance(state, torch.tensor([1]))
-    assert grammar.legal(state).tolist() == [[True, True, True, True, False]]  # SPLIT, not EOS
-    state = grammar.advance(state, torch.tensor([3]))
-    assert grammar.legal(state).tolist() == [[True, True, True, False, False]]
-    state = grammar.advance(state, torch.tensor([0]))
-    assert grammar.legal(state).tolist() == [[True, True, True, False, True]]  # last sub-chunk: EOS, not SPLIT
-    state = grammar.advance(state, torch.tensor([4]))
-    assert bool(state.done.all())
-    assert grammar.legal(state).tolist() == [[False, False, False, False, True]]
+def decodes_completely(policy: PI0FastPolicy, candidates: list[int]) -> bool:
+    """Independent check: the layout parse of the generated sequence recovers every step of the chunk."""
+    n = policy.model.n_fast
+    local = [c if c < n else c + 1 for c in candidates]
+    return bool(policy.layout.parse([local], action_dim=DIM).step_valid.all())
 
 
 # ---------------------------------------------------------------------------------------------------- loss
@@ -127,15 +91,39 @@ def test_loss_is_next_token_ce_over_the_action_candidates_at_target_positions(as
     assert per_sample.shape == (3,)
 
 
-def test_gradients_reach_only_the_candidate_rows_of_the_lm_head(policy, processors) -> None:
-    policy.zero_grad()
-    loss, _ = policy.forward(processors[0](raw_batch(2, seed=2)))
+def test_gradients_reach_only_the_candidate_and_input_rows_of_the_tied_head(policy, processors) -> None:
+    """Split layout: the head is the input embedding. The CE reaches every candidate row (softmax over the
+    candidates) and no other row but those of the ids fed as input; core's untied lm_head gets no gradient."""
+    policy.zero_grad(set_to_none=True)
+    batch = processors[0](raw_batch(2, seed=2))
+    loss, _ = policy.forward(batch)
     loss.backward()
     grad = policy.model.lm_head_weight().grad
-    touched = grad.abs().sum(dim=1).nonzero()[:, 0]
-    assert set(touched.tolist()) <= set(policy.model.candidate_vocab.tolist())
-    assert len(touched) > 0
-    policy.zero_grad()
+    touched = set(grad.abs().sum(dim=1).nonzero()[:, 0].tolist())
+    candidates = set(policy.model.candidate_vocab.tolist())
+    inputs = {*batch[OBS_LANGUAGE_TOKENS].flatten().tolist()}
+    inputs |= {*policy.model.local_to_vocab[batch[ACTION_TOKENS_KEY]].flatten().tolist()}
+    assert candidates <= touched <= candidates | inputs
+    assert policy.model.paligemma_with_expert.paligemma.lm_head.weight.grad is None
+    policy.zero_grad(set_to_none=True)
+
+
+def test_teacher_forcing_equals_one_language_model_pass(policy, processors) -> None:
+    """The training layers (block attention, action outputs only in the last layer) give the action tokens' hidden
+    states of one language-model forward over the joint sequence."""
+    batch = processors[0](raw_batch(3, seed=5))
+    images, img_masks = policy._preprocess_images(batch)
+    tokens, masks = batch[OBS_LANGUAGE_TOKENS], batch[OBS_LANGUAGE_ATTENTION_MASK]
+    ids = policy.model.local_to_vocab[batch[ACTION_TOKENS_KEY]]
+    valid = batch[ACTION_TOKEN_VALID_KEY].clone()
+    valid[0, -3:] = False  # padded action positions too
+    with torch.no_grad():
+        hidden = policy.model.action_hidden(images, img_masks, tokens, masks, ids, valid)
+        embs, pad, ar = policy.model.embed_sequence(images, img_masks, tokens, masks, ids)
+        pad[:, -ids.shape[1] :] = valid
+        joint, _ = policy.model._backbone(embs, make_att_2d_masks(pad, ar), torch.cumsum(pad, dim=1) - 1)
+    # padded positions (no target, no key anyone sees) attend to nothing: their values are arbitrary
+    torch.testing.assert_close(hidden[valid], joint[:, -ids.shape[1] :][valid], rtol=1e-4, atol=1e-5)
 
 
 def test_state_only_policy_trains_and_decodes(assets) -> None:
@@ -228,18 +216,18 @@ def test_constrained_sampling_never_emits_an_illegal_id(policy, processors, seed
         is_fast = (vocab <= base) & (vocab > base - n)
         is_separator = (vocab == policy.config.action_split_token_id) | (vocab == policy.config.action_eos_token_id)
         assert bool((is_fast | is_separator).all())  # never a text id, BOS or an id outside the vocabulary
+        assert generated.shape[1] <= policy.grammar.max_length
         for row in generated.tolist():
-            assert grammar_violations(row, n, policy.layout.n_subchunks) == []
-        if steer:  # separators win wherever legal: FAST, SPLIT, FAST, EOS
-            assert generated[:, 1].tolist() == [n] * 3 and generated[:, 3].tolist() == [n + 1] * 3
-            assert generated.shape[1] == 4
+            assert decodes_completely(policy, row)
+            if steer:  # separators win wherever legal: exactly once per sub-chunk, then EOS padding
+                assert row.count(n) == policy.layout.n_subchunks - 1 and row[-1] == n + 1
 
 
 def test_greedy_tokens_are_identical_with_and_without_kv_cache(policy, processors) -> None:
     obs = observation(processors, 3, seed=30)
     with_cache = generate(policy, obs, use_kv_cache=True)
     without = generate(policy, obs, use_kv_cache=False)
-    assert with_cache.shape == (3, policy.config.max_decoding_steps)
+    assert with_cache.shape[0] == 3 and with_cache.shape[1] <= policy.grammar.max_length
     assert torch.equal(with_cache, without)
     assert len(set(map(tuple, with_cache.tolist()))) == 3  # the rows really differ
 
@@ -249,11 +237,11 @@ def test_rows_stop_at_eos_and_the_batch_when_all_are_done(policy, processors) ->
     eos = policy.model.n_fast + 1
     with steered(policy, [1.0, -1.0]):
         mixed = generate(policy, obs)
-    assert mixed.shape[1] == policy.config.max_decoding_steps  # row 1 never ends
-    assert mixed[0, 3:].tolist() == [eos] * (mixed.shape[1] - 3)  # row 0 ended at step 3 and only pads
-    assert eos not in mixed[1].tolist()
-    with steered(policy, [1.0, 1.0]):
-        assert generate(policy, obs).shape[1] == 4  # the batch stops once every row is done
+    ends = [row.index(eos) for row in mixed.tolist()]
+    assert ends[0] != ends[1]  # the rows finish at different steps
+    for row, end in zip(mixed.tolist(), ends, strict=True):
+        assert row[end:] == [eos] * (len(row) - end)  # a finished row only pads
+    assert mixed.shape[1] == max(ends) + 1  # the batch stops once every row is done
 
 
 # ---------------------------------------------------------------------------------------------------- failures
@@ -307,3 +295,14 @@ def test_the_decoded_horizon_is_chunk_size_not_n_action_steps(assets, processors
     policy.reset()
     assert policy.select_action(obs).shape == (2, DIM)
     assert len(policy._action_queue) == 4
+
+
+def test_a_core_checkpoints_small_step_limit_gives_way_to_the_grammars_bound(assets, caplog) -> None:
+    """Core's default max_decoding_steps (256) budgeted grammar-less decoding; below the exact bound it would cut
+    chunks short, so a core-layout policy decodes up to the bound and says so. A split-layout policy refuses it."""
+    with caplog.at_level(logging.WARNING):
+        policy = PI0FastPolicy(make_config(assets, action_layout="core", max_decoding_steps=5))
+    assert policy.max_decoding_steps == policy.grammar.max_length > 5
+    assert "max_decoding_steps=5 (core checkpoint) is below the exact grammar's bound" in caplog.text
+    with pytest.raises(ValueError, match="max_decoding_steps=5 is below"):
+        PI0FastPolicy(make_config(assets, max_decoding_steps=5))

@@ -51,7 +51,6 @@ def train_reload_act(repo_id: str, root: Path, dim: int, words: list[str], tmp: 
         f"--policy.action_tokenizer_name={fast}",
         f"--policy.chunk_size={CHUNK}",
         f"--policy.n_action_steps={CHUNK}",
-        "--policy.max_decoding_steps=128",
         "--policy.push_to_hub=false",
         "--steps=2",
         "--batch_size=2",

@@ -124,9 +124,29 @@ def test_a_core_checkpoint_loads_strictly_and_decodes_with_cores_layout(assets, 
     obs = observation(assets, policy.config)
     images, img_masks = policy._preprocess_images(obs)
     tokens, masks = obs[OBS_LANGUAGE_TOKENS], obs[OBS_LANGUAGE_ATTENTION_MASK]
-    generated = policy.model.generate(images, img_masks, tokens, masks, n_subchunks=1, max_steps=64)
+    generated = policy.model.generate(images, img_masks, tokens, masks, policy.grammar)
     fast_vocab = set(policy.model.local_to_vocab[: policy.model.n_fast].tolist())
     emitted = set(policy.model.candidate_vocab[generated].flatten().tolist())
     assert emitted <= fast_vocab | {text.convert_tokens_to_ids("|")}  # never "Action", text, SPLIT or BOS
     chunk = policy.predict_action_chunk(obs)
     assert chunk.shape == (2, CHUNK, DIM) and torch.isfinite(chunk).all()
+    assert policy.last_decode.n_incomplete == 0  # core's layout decodes under the exact grammar too
+
+
+def test_a_split_checkpoint_saved_before_the_tied_head_keeps_decoding_from_its_lm_head(tmp_path, assets) -> None:
+    """Split-layout checkpoints written before ``action_head`` existed scored actions with core's untied lm_head; a
+    new policy ties the head to the input embedding. Loading must not silently switch an old checkpoint's head."""
+    torch.manual_seed(0)
+    policy = PI0FastPolicy(make_config(assets))
+    assert policy.config.action_head == "embedding"
+    assert not policy.model.paligemma_with_expert.paligemma.lm_head.weight.requires_grad
+    policy.save_pretrained(tmp_path / "new")
+    assert PI0FastPolicy.from_pretrained(tmp_path / "new").config.action_head == "embedding"
+
+    old = json.loads((tmp_path / "new" / "config.json").read_text())
+    del old["action_head"]  # what this plugin wrote before
+    (tmp_path / "new" / "config.json").write_text(json.dumps(old))
+    loaded = PI0FastPolicy.from_pretrained(tmp_path / "new")
+    assert loaded.config.action_head == "lm_head"
+    lm_head = loaded.model.paligemma_with_expert.paligemma.lm_head.weight
+    assert loaded.model.lm_head_weight() is lm_head and lm_head.requires_grad

@@ -102,7 +102,6 @@ def pi0_fast_checkpoint(synthetic: Path) -> Path:
         "pi0_fast",
         "--policy.tokenizer_max_length=64",
         f"--policy.action_tokenizer_name={synthetic / 'fast_mean_std'}",
-        "--policy.max_decoding_steps=128",
     )
 
 

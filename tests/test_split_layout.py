@@ -128,6 +128,22 @@ def test_padded_subchunks_are_not_targets(layout, chunks):
     assert not batch.target[0, last_split + 1 :].any()
 
 
+def test_max_length_drops_the_trailing_sub_chunks_that_do_not_fit(layout):
+    chunks = smooth_chunks(3, 50, 4, seed=7)
+    full = layout.build(chunks, clip=True)
+    budget = int(full.lengths.min()) - 1
+    cut = layout.build(chunks, clip=True, max_length=budget)
+    assert (cut.lengths <= budget).all() and (cut.dropped >= 1).all() and not full.dropped.any()
+    for row in range(3):
+        n = cut.lengths[row]
+        assert (cut.ids[row, :n] == full.ids[row, :n]).all() and cut.ids[row, n - 1] == layout.split_id
+        kept = layout.parse([cut.ids[row, :n]], action_dim=4).subchunk_valid[0]
+        assert kept.sum() == layout.n_subchunks - cut.dropped[row]  # what is kept still decodes
+    assert layout.lengths(chunks, clip=True).tolist() == full.lengths.tolist()
+    nothing = layout.build(chunks, clip=True, max_length=2)  # not even one sub-chunk fits: BOS alone, no targets
+    assert (nothing.lengths == 1).all() and not nothing.target.any() and (nothing.dropped == layout.n_subchunks).all()
+
+
 def test_config_and_input_errors(tokenizer, layout):
     with pytest.raises(ValueError, match="split_every"):
         SplitLayout(tokenizer, chunk_size=5, split_every=10)
@@ -135,8 +151,6 @@ def test_config_and_input_errors(tokenizer, layout):
         SplitLayout(tokenizer, chunk_size=0)
     with pytest.raises(ValueError, match="chunk_size=50"):
         layout.build(smooth_chunks(2, 40, 4))
-    with pytest.raises(ValueError, match="max action tokens"):
-        layout.build(smooth_chunks(2, 50, 4), max_length=5)
     with pytest.raises(ValueError, match="action_dim"):
         SplitLayout(FastTokenizer(tokenizer.bpe, min_token=tokenizer.min_token), 50).parse([[1, 2]])
 
@@ -156,7 +170,7 @@ def test_split_layout_keeps_10_step_accuracy_on_real_50_step_chunks(name, quanti
     assert parsed.step_valid.all()
     mse_split = ((parsed.actions - long) ** 2).mean()
 
-    with pytest.raises(ValueError, match="outside what this tokenizer can encode"):
+    with pytest.raises(ValueError, match="outside this tokenizer's range"):
         tokenizer.encode(long)
     whole = tokenizer.decode(tokenizer.encode(long, clip=True), time_horizon=50)
     mse_whole = ((whole.actions - long) ** 2).mean()

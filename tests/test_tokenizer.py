@@ -125,6 +125,7 @@ def test_save_load_roundtrip_and_dict(tmp_path, tokenizer, smooth):
     rebuilt = FastTokenizer.from_dict(json.loads(json.dumps(tokenizer.to_dict())))
     assert loaded.encode(smooth) == tokenizer.encode(smooth) == rebuilt.encode(smooth)
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "processing_fastplus.py",
         "processor_config.json",
         "tokenizer.json",
         "tokenizer_config.json",
@@ -262,3 +263,108 @@ def test_load_rejects_wrong_directories(tmp_path):
         FastTokenizer.load(tmp_path)
     with pytest.raises(ValueError, match="neither a local directory nor downloadable"):
         FastTokenizer.load(tmp_path / "does-not-exist")
+
+
+# ---------------------------------------------------------------------- the coefficient range
+
+
+def test_the_fitted_range_is_recorded_and_bounds_encode_and_decode(tmp_path, smooth) -> None:
+    from scipy.fft import dct
+
+    tokenizer = FastTokenizer.fit(smooth, vocab_size=512)
+    rounded = np.rint(dct(smooth, axis=1, norm="ortho") * tokenizer.scale)
+    assert (tokenizer.min_token, tokenizer.max_token) == (rounded.min(), rounded.max())
+    tokenizer.save(tmp_path / "tok")
+    config = json.loads((tmp_path / "tok" / "processor_config.json").read_text())
+    assert config["max_token"] == tokenizer.max_token and config["range_margin"] == 0
+    assert FastTokenizer.load(tmp_path / "tok").max_token == tokenizer.max_token
+    assert tokenizer.out_of_range(smooth).sum() == 0
+
+
+def test_decoding_an_out_of_range_code_is_invalid(smooth) -> None:
+    tokenizer = FastTokenizer.fit(smooth, vocab_size=512)
+    horizon, dim = smooth.shape[1:]
+    byte_id = {raw: i for i, raw in enumerate(tokenizer.token_bytes) if raw is not None and len(raw) == 1}
+    code_above = tokenizer.max_code + 1  # one above the range: exactly one coefficient too large
+    zero = byte_id[b"\x00"]
+    ids = [byte_id[bytes([b])] for b in chr(code_above).encode()] + [zero] * (horizon * dim - 1)
+    result = tokenizer.decode([ids])
+    assert not result.valid[0] and "outside the tokenizer's range" in result.reasons[0]
+    widened = FastTokenizer.from_dict({**tokenizer.to_dict(), "range_margin": 1})
+    decoded = widened.decode([ids])
+    assert decoded.valid[0]  # the margin admits it, and encode accepts what decode returns
+    assert widened.codes(decoded.actions).max() == code_above
+    with pytest.raises(ValueError, match="outside this tokenizer's range"):
+        tokenizer.encode(decoded.actions)
+
+
+def test_files_without_a_recorded_range_use_the_initial_alphabet(reference_fitted, smooth) -> None:
+    from scipy.fft import dct
+
+    directory, reference = reference_fitted
+    ours = FastTokenizer.load(directory)  # the published layout: no max_token key
+    rounded = np.rint(dct(smooth, axis=1, norm="ortho") * reference.scale)
+    assert ours.max_token == rounded.max()  # the reference fitted the same chunks
+
+
+def test_fuzzed_ids_never_decode_to_an_unencodable_valid_chunk(tokenizer) -> None:
+    rng = np.random.default_rng(0)
+    horizon, dim = 10, 7
+    ids = [rng.integers(0, tokenizer.num_ids, size=rng.integers(1, 120)).tolist() for _ in range(5_000)]
+    # sequences of the right length: 70 characters, each a random in-range code or, now and then, any code point
+    # (4-byte, private use, just above the range), spelled with single-byte tokens, which can express them all
+    byte_id = {raw: i for i, raw in enumerate(tokenizer.token_bytes) if raw is not None and len(raw) == 1}
+    far = [tokenizer.max_code + 1, 0xE000, 0x10000, 0x10FFFF, 0x7FF, 0x800]
+    chars = []
+    for _ in range(5_000):
+        codes = rng.integers(0, tokenizer.max_code + 1, size=horizon * dim)
+        if rng.random() < 0.5:
+            codes[rng.integers(0, len(codes))] = rng.choice(far)
+        chars.append(codes)
+    ids += [[byte_id[bytes([b])] for b in "".join(map(chr, codes)).encode()] for codes in chars]
+    result = tokenizer.decode(ids, time_horizon=horizon, action_dim=dim)
+    assert np.isfinite(result.actions).all()
+    in_range = np.array([False] * 5_000 + [codes.max() <= tokenizer.max_code for codes in chars])
+    assert result.valid.tolist() == in_range.tolist()
+    valid = result.actions[result.valid]
+    np.testing.assert_array_equal(tokenizer.codes(valid), np.stack(chars)[in_range[5_000:]])  # re-encodes exactly
+    bound = max(-tokenizer.min_token, tokenizer.max_token) / tokenizer.scale
+    assert np.abs(valid).max() <= bound * np.sqrt(horizon)  # an orthonormal inverse DCT of in-range codes
+
+
+def test_empty_batches_work_everywhere(tokenizer) -> None:
+    from lerobot_fastplus.fast import SplitLayout
+
+    empty = np.zeros((0, 10, 7))
+    assert tokenizer.encode(empty) == []
+    assert tokenizer.out_of_range(empty).shape == (0,)
+    assert tokenizer.codes(empty).shape == (0, 70)
+    batch = SplitLayout(tokenizer, 20, 10).build(np.zeros((0, 20, 7)), step_is_pad=np.zeros((0, 20), bool))
+    assert batch.ids.shape[0] == batch.valid.shape[0] == batch.lengths.shape[0] == 0
+
+
+def test_huge_coefficients_raise_clearly_or_clip_in_floating_point(tokenizer, smooth) -> None:
+    huge = smooth[:2].copy()
+    huge[0, 0, 0] = 1e300
+    with pytest.raises(ValueError, match=r"outside this tokenizer's range: scaled values .*e\+30"):
+        tokenizer.encode(huge)
+    assert tokenizer.out_of_range(huge).tolist()[0] > 0
+    codes = tokenizer.codes(huge, clip=True)
+    assert codes.min() >= 0 and codes.max() <= tokenizer.max_code
+    assert codes[0, 0] == tokenizer.max_code  # clipped to the top, not wrapped around to the bottom
+    negative = smooth[:1].copy()
+    negative[0, :, 0] = -1e300
+    assert tokenizer.codes(negative, clip=True)[0, 0] == 0
+    assert tokenizer.decode(tokenizer.encode(huge, clip=True)).valid.all()
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [[None], [[1, None, 3]], ["abc"], [[1.0, 2.0]], [[[1, 2], [3]]], [1, 2, 3], None, "abc", 5, [object()]],
+    ids=["None row", "None id", "string", "floats", "nested", "flat", "None batch", "string batch", "int", "object"],
+)
+def test_decode_never_raises_on_malformed_ids(tokenizer, ids) -> None:
+    result = tokenizer.decode(ids)
+    assert len(result.valid) >= 1 and not result.valid.any()
+    assert all(reason for reason in result.reasons)
+    assert np.isfinite(result.actions).all() and not result.actions.any()

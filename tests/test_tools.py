@@ -15,8 +15,9 @@ from lerobot.datasets import LeRobotDataset
 from scipy.fft import dct
 
 from lerobot_fastplus.fast import FastTokenizer
-from lerobot_fastplus.tools import check_tokenizer, train_tokenizer
+from lerobot_fastplus.tools import check_tokenizer, compare_transforms, train_tokenizer
 from lerobot_fastplus.tools.chunks import load_action_chunks, open_dataset
+from lerobot_fastplus.tools.compare_transforms import Point, interpolate_at_mse
 from lerobot_fastplus.tools.synthetic_dataset import make_synthetic_dataset
 
 SHARED_DATA = Path(
@@ -123,7 +124,7 @@ def test_check_counts_clipped_coefficients(synthetic_root, tmp_path):
     expected = (coefficients < tokenizer.min_token).reshape(len(coefficients), -1).sum(axis=1)
     np.testing.assert_array_equal(tokenizer.out_of_range(chunks.normalized), expected)
     assert expected.sum() > 0
-    with pytest.raises(ValueError, match="outside what this tokenizer can encode"):
+    with pytest.raises(ValueError, match="outside this tokenizer's range"):
         tokenizer.encode(chunks.normalized[expected > 0][:1])
 
     cfg = check_tokenizer.CheckTokenizerConfig(
@@ -289,3 +290,109 @@ def test_g1_needs_a_larger_vocab_then_checks(tmp_path, capsys):
     assert report["action_dim"] == 26 and report["decode_failures"] == 0
     assert report["errors"]["mse_normalized"] < 2e-3
     assert 0 < report["vocab_utilisation"] <= 1
+
+
+# ---------------------------------------------------------------------- transforms
+
+
+def test_train_and_check_use_and_report_the_transform(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "db2"
+    code, stdout, _ = _run_main(
+        train_tokenizer.main, [f"--root={synthetic_root}", f"--output_dir={out}", "--transform=DB2"], capsys
+    )
+    assert code == 0 and "db2, scale 10" in stdout
+    assert FastTokenizer.load(out / "tokenizer").transform == "db2"
+    report = json.loads((out / "report.json").read_text())
+    assert report["tokenizer"]["transform"] == "db2" and report["decode_failures"] == 0
+    args = [f"--tokenizer={out / 'tokenizer'}", f"--root={synthetic_root}", f"--output_dir={tmp_path / 'check'}"]
+    code, stdout, _ = _run_main(check_tokenizer.main, args, capsys)
+    assert code == 0 and "db2, scale 10" in stdout
+    assert json.loads((tmp_path / "check" / "report.json").read_text())["tokenizer"]["transform"] == "db2"
+    code, _, stderr = _run_main(train_tokenizer.main, [f"--root={synthetic_root}", "--transform=fourier"], capsys)
+    assert code == 2 and "unknown transform 'fourier'" in stderr
+
+
+def test_interpolation_is_linear_in_log_mse():
+    points = [Point("dct", 5.0, tokens_per_chunk=10.0, mse=1e-3), Point("dct", 20.0, tokens_per_chunk=20.0, mse=1e-5)]
+    tokens, scale = interpolate_at_mse([*points, Point("dct", 40.0, error="vocab too small")], 1e-4)
+    assert tokens == pytest.approx(15.0) and scale == pytest.approx(10.0)
+    assert interpolate_at_mse(points, 1e-3) == pytest.approx((10.0, 5.0))
+    assert interpolate_at_mse(points, 2e-3) is None and interpolate_at_mse(points, 1e-6) is None
+
+
+def test_compare_transforms_sweeps_interpolates_and_writes(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "compare"
+    args = [
+        f"--root={synthetic_root}",
+        f"--output_dir={out}",
+        "--transforms=[dct,haar,none]",
+        "--scales=[4,10,25]",
+        "--holdout=0.3",
+        "--vocab_size=512",
+    ]
+    code, stdout, _ = _run_main(compare_transforms.main, args, capsys)
+    assert code == 0, stdout
+    result = json.loads((out / "rate_distortion.json").read_text())
+    assert str(synthetic_root) not in (out / "rate_distortion.json").read_text()  # no machine-specific path
+    assert (out / "rate_distortion.png").stat().st_size > 10_000
+    assert result["eval_episodes"] == [4, 5] and result["fit_episodes"] == [0, 1, 2, 3]
+    assert result["eval_chunks"] == 2 * (EPISODE_LEN - 10 + 1)
+    swept = [p for p in result["points"] if p["scale"] in (4, 10, 25)]
+    expected = {(t, s) for t in ("dct", "haar", "none") for s in (4, 10, 25)}
+    assert {(p["transform"], p["scale"]) for p in swept} == expected
+    dct10 = next(p for p in swept if (p["transform"], p["scale"]) == ("dct", 10))
+    assert result["target_mse"] == dct10["mse"]
+    rows = {row["transform"]: row for row in result["at_target"]}
+    assert rows["dct"]["vs_dct"] == 1 and rows["dct"]["tokens_per_chunk"] == dct10["tokens_per_chunk"]
+    for name, row in rows.items():
+        reaching = [p for p in swept if p["transform"] == name and p["mse"] <= result["target_mse"]]
+        if row["measured"] is not None and row["measured"]["mse"] <= result["target_mse"]:
+            reaching.append(row["measured"])
+        fewest = row["fewest_within_target"]
+        assert (fewest is None) == (not reaching)
+        if fewest is not None:
+            assert fewest["tokens_per_chunk"] == min(p["tokens_per_chunk"] for p in reaching)
+    for name in ("haar", "none"):
+        row = rows[name]
+        if row["tokens_per_chunk"] is None:
+            continue
+        curve = sorted((p for p in swept if p["transform"] == name), key=lambda p: p["mse"])
+        lo = [p for p in curve if p["mse"] <= result["target_mse"]][-1]
+        hi = next(p for p in curve if p["mse"] >= result["target_mse"])
+        tokens = sorted([lo["tokens_per_chunk"], hi["tokens_per_chunk"]])
+        assert tokens[0] - 1e-9 <= row["tokens_per_chunk"] <= tokens[1] + 1e-9
+        assert lo["scale"] >= row["scale"] >= hi["scale"]
+        assert row["measured"]["scale"] == pytest.approx(row["scale"], abs=1e-3)
+        assert row["vs_dct"] == pytest.approx(row["tokens_per_chunk"] / dct10["tokens_per_chunk"])
+    assert "| dct | " in stdout and "rate_distortion.png" in stdout
+
+
+def test_compare_transforms_errors_name_the_fix(synthetic_root, capsys):
+    root = f"--root={synthetic_root}"
+    cases = [
+        ([root, "--transforms=[dct,dct]"], "lists a transform twice"),
+        ([root, "--transforms=[dct,bior2.2]"], "unknown transform 'bior2.2'"),
+        ([root, "--transforms=[haar]"], "pass --target_mse"),
+        ([root, "--holdout=1"], "--holdout is a share of episodes in [0, 1)"),
+        ([root, "--chunk_size=20"], "compare one --horizon at a time"),
+        ([root, "--scales=[0,10]"], "must be positive"),
+    ]
+    for args, message in cases:
+        code, _, stderr = _run_main(compare_transforms.main, args, capsys)
+        assert code == 2 and message in stderr, (args, stderr)
+        assert "Traceback" not in stderr
+
+
+@needs_shared_data
+def test_compare_on_real_so101_dct_needs_the_fewest_tokens(tmp_path, capsys):
+    """The README's finding for so101_record_test at horizon 10, on a shorter sweep."""
+    args = [
+        f"--root={SO101}",
+        f"--output_dir={tmp_path}",
+        "--transforms=[dct,haar,db4,none]",
+        "--scales=[7,10,14,20]",
+    ]
+    assert _run_main(compare_transforms.main, args, capsys)[0] == 0
+    rows = {r["transform"]: r for r in json.loads((tmp_path / "rate_distortion.json").read_text())["at_target"]}
+    assert rows["haar"]["vs_dct"] > 1.3 and rows["db4"]["vs_dct"] > 1.3 and rows["none"]["vs_dct"] > 2
+    assert all(r["measured"]["clipped_share"] < 1e-3 for r in rows.values())

@@ -39,7 +39,7 @@ WORKFLOWS = {
         "pi0_fast_so100.json",
         "MEAN_STD",
         "--policy.action_tokenizer_name",
-        ["--policy.max_decoding_steps=96"],
+        ["--policy.init_from=null"],
     ),
 }
 

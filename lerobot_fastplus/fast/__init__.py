@@ -1,4 +1,5 @@
-"""FAST action tokenizer (DCT + scale/round + byte-level BPE) and the BOS/SPLIT/EOS layout.
+"""FAST action tokenizer (a transform along time, DCT by default, + scale/round + byte-level BPE) and the
+BOS/SPLIT/EOS layout.
 
 Plain numpy/scipy/tokenizers: no torch here.
 """

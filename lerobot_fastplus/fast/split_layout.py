@@ -25,13 +25,15 @@ class LayoutBatch:
 
     ``valid`` marks real tokens (BOS through the first EOS); ``target`` marks the tokens a model
     must predict: every valid token but BOS, minus the tokens (and closing separator) of sub-chunks
-    that consist only of padded steps.
+    that consist only of padded steps. ``dropped`` counts, per chunk, the trailing sub-chunks left out
+    because the sequence would have been longer than ``max_length``.
     """
 
     ids: np.ndarray
     valid: np.ndarray
     target: np.ndarray
     lengths: np.ndarray
+    dropped: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,10 @@ class SplitLayout:
         """Token sequences for a batch of chunks ``[B, chunk_size, D]``, padded with EOS.
 
         ``step_is_pad`` (``[B, chunk_size]``, LeRobot's ``action_is_pad``) removes fully padded
-        sub-chunks from the targets. A sequence longer than ``max_length`` raises; ``pad_to`` fixes
-        the padded length (at least the longest sequence).
+        sub-chunks from the targets. A sequence that would be longer than ``max_length`` keeps the
+        sub-chunks that fit and drops the rest (counted in ``dropped``; its last token is then a SPLIT,
+        not EOS), so one long chunk never stops a training run; ``pad_to`` fixes the padded length (at
+        least the longest sequence).
         """
         subs = self.encode_subchunks(actions, clip=clip)
         batch = len(subs)
@@ -126,24 +130,21 @@ class SplitLayout:
 
         sequences: list[list[int]] = []
         targets: list[list[bool]] = []
+        dropped = np.zeros(batch, dtype=np.int64)
         for b, chunk_subs in enumerate(subs):
             seq, tgt = [self.bos_id], [False]
             for j, tokens in enumerate(chunk_subs):
                 closing = self.split_id if j < self.n_subchunks - 1 else self.eos_id
+                if max_length is not None and len(seq) + len(tokens) + 1 > max_length:
+                    dropped[b] = self.n_subchunks - j
+                    break
                 seq += [*tokens, closing]
                 tgt += [not sub_is_pad[b, j]] * (len(tokens) + 1)
             sequences.append(seq)
             targets.append(tgt)
 
         lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-        longest = int(lengths.max(initial=0))
-        if max_length is not None and longest > max_length:
-            raise ValueError(
-                f"an action chunk needs {longest} tokens, more than the allowed {max_length}. Raise the "
-                "policy's max action tokens, lower split_every / chunk_size, or refit the tokenizer "
-                "with a larger vocab_size."
-            )
-        width = max(longest, pad_to or 0)
+        width = max(int(lengths.max(initial=0)), pad_to or 0)
         ids = np.full((batch, width), self.eos_id, dtype=np.int64)
         valid = np.zeros((batch, width), dtype=bool)
         target = np.zeros((batch, width), dtype=bool)
@@ -151,7 +152,11 @@ class SplitLayout:
             ids[b, : len(seq)] = seq
             valid[b, : len(seq)] = True
             target[b, : len(tgt)] = tgt
-        return LayoutBatch(ids=ids, valid=valid, target=target, lengths=lengths)
+        return LayoutBatch(ids=ids, valid=valid, target=target, lengths=lengths, dropped=dropped)
+
+    def lengths(self, actions: np.ndarray, *, clip: bool = False) -> np.ndarray:
+        """Full sequence length of every chunk (BOS to EOS), with no sub-chunk dropped."""
+        return np.array([1 + sum(len(t) + 1 for t in subs) for subs in self.encode_subchunks(actions, clip=clip)])
 
     # ------------------------------------------------------------------ parse
     def _segments(self, seq: Sequence[int]) -> tuple[list[list[int]], bool, list[str]]:

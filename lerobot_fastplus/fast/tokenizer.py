@@ -1,4 +1,4 @@
-"""FAST action tokenizer: DCT along time, scale and round, byte-level BPE.
+"""FAST action tokenizer: a transform along time (FAST's DCT by default), scale and round, byte-level BPE.
 
 Compatible with the published FAST / FAST+ tokenizer directories (``processor_config.json`` +
 ``tokenizer.json`` + ``tokenizer_config.json``): the same files give the same token ids and the
@@ -12,7 +12,17 @@ purpose:
 * inputs that the vocabulary cannot represent raise (or are clipped, when asked) instead of being
   clipped or dropped silently;
 * ``fit`` also puts the 256 byte-level symbols in the initial alphabet, so every coefficient
-  inside the fitted range stays encodable even when it never occurred in the training chunks.
+  inside the fitted range stays encodable even when it never occurred in the training chunks;
+* every tokenizer has an explicit coefficient range: the quantised codes it was fitted on
+  (``max_token``, recorded in ``processor_config.json`` as an extra key the reference ignores), plus an
+  optional ``range_margin``. ``encode`` refuses codes outside it (or clips them), and ``decode`` only calls a
+  sequence valid when all its codes lie inside, so a valid decode re-encodes to the same codes.
+
+The transform along time is a setting (``transform``, see :mod:`lerobot_fastplus.fast.transforms`). ``dct``, the
+default, is FAST's: everything above holds and the files are unchanged. An orthogonal wavelet or ``none`` is
+recorded as a ``transform`` key in ``processor_config.json``; the reference ignores that key (it would decode such
+tokens with its inverse DCT), so only this package reads those files, and the ``AutoProcessor`` module saved with
+them refuses them.
 """
 
 from __future__ import annotations
@@ -22,17 +32,21 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.fft import dct, idct
 from tokenizers import ByteLevelBPETokenizer, Tokenizer, pre_tokenizers
 from tokenizers.trainers import BpeTrainer
+
+from lerobot_fastplus.fast import transforms
 
 PROCESSOR_CONFIG = "processor_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
+# module.class of the AutoProcessor that save() ships with every tokenizer (a file of this package)
+AUTO_PROCESSOR = "processing_fastplus.FastActionProcessor"
 
 MIN_FIT_CHUNKS = 8
 # Code points from here on are UTF-16 surrogates: they have no UTF-8 form, so no token can carry them.
@@ -57,6 +71,7 @@ class DecodeResult:
 
 
 def _as_chunk_batch(actions: Any, what: str, *, allow_single: bool = True) -> np.ndarray:
+    """``actions`` as a float64 ``[B, T, D]`` array (``B`` may be 0); raises naming the fix on anything else."""
     arr = np.asarray(actions, dtype=np.float64)
     if arr.ndim == 2 and allow_single:
         arr = arr[None]
@@ -78,12 +93,34 @@ def _as_chunk_batch(actions: Any, what: str, *, allow_single: bool = True) -> np
     return arr
 
 
-def _as_list(seq: Any) -> list:
-    if isinstance(seq, list):
-        return seq
-    if isinstance(seq, np.ndarray):
-        return seq.reshape(-1).tolist()
-    return list(seq)
+def _id_sequence(seq: Any) -> list[int] | str:
+    """One sequence of token ids as a list of Python ints, or the reason it is not one."""
+    if isinstance(seq, np.ndarray | Sequence) and not isinstance(seq, str | bytes):
+        items = seq.tolist() if isinstance(seq, np.ndarray) else list(seq)
+        if isinstance(seq, np.ndarray) and seq.ndim != 1:
+            return f"expected a flat sequence of token ids, got an array of shape {seq.shape}"
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, int | np.integer):
+                return f"token ids must be integers, got {type(item).__name__} {item!r:.40}"
+        return [int(item) for item in items]
+    if hasattr(seq, "tolist") and getattr(seq, "ndim", None) == 1:  # e.g. a torch tensor
+        return _id_sequence(seq.tolist())
+    return (
+        f"expected a sequence of token ids per chunk, got {type(seq).__name__} {seq!r:.40} "
+        "(pass a list of id lists, one per chunk)"
+    )
+
+
+def _id_rows(ids: Any) -> list[Any]:
+    """The rows of a batch of id sequences (a list of lists, a 2-D array or tensor); anything that is not such a
+    batch becomes a single row, which then decodes as invalid with a reason."""
+    if isinstance(ids, np.ndarray):
+        return list(ids) if ids.ndim else [ids]
+    if isinstance(ids, Sequence) and not isinstance(ids, str | bytes):
+        return list(ids)
+    if hasattr(ids, "tolist"):  # e.g. a torch tensor
+        return _id_rows(ids.tolist())
+    return [ids]
 
 
 def _codes_to_strings(codes: np.ndarray) -> list[str]:
@@ -122,6 +159,21 @@ def _token_bytes_table(bpe: Tokenizer) -> list[bytes | None]:
     return table
 
 
+def _alphabet_span(bpe: Tokenizer) -> int | None:
+    """Largest K such that the single characters chr(0) .. chr(K) are all in the vocabulary, or None.
+
+    Both this project's and the reference's ``fit`` put every character of the fitted code range into the
+    initial alphabet, so for files that do not record ``max_token`` (the published FAST+, reference-fitted
+    files) this run recovers the fitted range. It can run a little past it when the next characters happen to
+    be byte-level symbols (code points 33..323), which only small ranges have.
+    """
+    singles = {ord(token) for token in bpe.get_vocab() if len(token) == 1}
+    span = -1
+    while span + 1 in singles:
+        span += 1
+    return span if span >= 0 else None
+
+
 def _max_representable_code(token_bytes: list[bytes | None]) -> int:
     """Largest K such that every code in [0, K] can be encoded.
 
@@ -155,17 +207,37 @@ class FastTokenizer:
         min_token: int = 0,
         time_horizon: int | None = None,
         action_dim: int | None = None,
+        max_token: int | None = None,
+        range_margin: int = 0,
+        transform: str = transforms.DCT,
     ) -> None:
+        """``max_token`` is the largest rounded coefficient of the fitting data (None: the initial alphabet's
+        range, see :func:`_alphabet_span`); ``range_margin`` widens the accepted range by that many codes above
+        it (never beyond what the vocabulary can encode); ``transform`` is applied along time before
+        quantisation (:func:`lerobot_fastplus.fast.transforms.check_transform` lists the choices)."""
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}.")
+        if range_margin < 0:
+            raise ValueError(f"range_margin must be >= 0 (codes added above max_token), got {range_margin}.")
         self.bpe = bpe
+        self.transform = transforms.check_transform(transform)
         self.scale = float(scale)
         self.vocab_size = int(vocab_size)
         self.min_token = int(min_token)
         self.time_horizon = time_horizon
         self.action_dim = action_dim
         self._token_bytes = _token_bytes_table(bpe)
-        self.max_code = _max_representable_code(self._token_bytes)
+        representable = _max_representable_code(self._token_bytes)
+        if max_token is None:
+            span = _alphabet_span(bpe)
+            fitted = representable if span is None else span
+        else:
+            fitted = int(max_token) - self.min_token
+            if fitted < 0:
+                raise ValueError(f"max_token={max_token} is below min_token={min_token}.")
+        self.fitted_max_token = self.min_token + fitted
+        self.range_margin = int(range_margin)
+        self.max_code = min(fitted + self.range_margin, representable)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -175,13 +247,19 @@ class FastTokenizer:
 
     @property
     def max_token(self) -> int:
-        """Largest rounded DCT coefficient that can be encoded."""
+        """Largest rounded coefficient that encode accepts and a valid decode contains."""
         return self.min_token + self.max_code
+
+    @property
+    def token_bytes(self) -> list[bytes | None]:
+        """UTF-8 bytes of every token id (None for ids that are not byte-level tokens)."""
+        return self._token_bytes
 
     def __repr__(self) -> str:
         return (
-            f"FastTokenizer(scale={self.scale:g}, vocab_size={self.vocab_size}, min_token={self.min_token}, "
-            f"num_ids={self.num_ids}, time_horizon={self.time_horizon}, action_dim={self.action_dim})"
+            f"FastTokenizer(transform={self.transform}, scale={self.scale:g}, vocab_size={self.vocab_size}, "
+            f"min_token={self.min_token}, max_token={self.max_token}, num_ids={self.num_ids}, "
+            f"time_horizon={self.time_horizon}, action_dim={self.action_dim})"
         )
 
     # ------------------------------------------------------------------ fit
@@ -192,9 +270,13 @@ class FastTokenizer:
         *,
         scale: float = 10.0,
         vocab_size: int = 1024,
+        range_margin: int = 0,
+        transform: str = transforms.DCT,
         show_progress: bool = False,
     ) -> FastTokenizer:
-        """Train the BPE on normalised action chunks ``[N, T, D]`` (all chunks of one shape)."""
+        """Train the BPE on normalised action chunks ``[N, T, D]`` (all chunks of one shape); the accepted code
+        range is the fitted one, ``range_margin`` codes wider at the top. Every transform works for every
+        horizon (each gives exactly ``T`` coefficients per dimension)."""
         stacked = chunks if isinstance(chunks, np.ndarray) else np.stack(list(chunks))
         arr = _as_chunk_batch(stacked, "chunks", allow_single=False)
         if arr.shape[0] < MIN_FIT_CHUNKS:
@@ -204,14 +286,19 @@ class FastTokenizer:
             )
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}.")
-        rounded = np.rint(dct(arr, axis=1, norm="ortho") * scale).astype(np.int64)
-        min_token, max_token = int(rounded.min()), int(rounded.max())
-        span = max_token - min_token
-        if span >= _SURROGATE_START:
+        transform = transforms.check_transform(transform)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = np.rint(transforms.forward(arr, transform) * scale)
+        low, high = scaled.min(), scaled.max()
+        if not high - low < _SURROGATE_START:  # checked in floating point: also catches overflow
             raise ValueError(
-                f"rounded DCT coefficients span {span} values ({min_token}..{max_token}), too many to tokenize. "
-                "Normalise actions to about [-1, 1] first (LeRobot's QUANTILES or MIN_MAX mode) or lower scale."
+                f"rounded {transforms.coefficient_label(transform)}s span {high - low:.6g} values "
+                f"({low:.6g}..{high:.6g}), too many to tokenize. Normalise actions to about [-1, 1] first (LeRobot's "
+                "QUANTILES or MIN_MAX mode) or lower scale."
             )
+        rounded = scaled.astype(np.int64)
+        min_token, max_token = int(low), int(high)
+        span = max_token - min_token
         alphabet = sorted({chr(i) for i in range(span + 1)} | _byte_level_symbols())
         if len(alphabet) >= vocab_size:
             raise ValueError(
@@ -240,34 +327,55 @@ class FastTokenizer:
             min_token=min_token,
             time_horizon=arr.shape[1],
             action_dim=arr.shape[2],
+            max_token=max_token,
+            range_margin=range_margin,
+            transform=transform,
         )
 
     # ------------------------------------------------------------------ encode
-    def _unclipped_codes(self, actions: np.ndarray) -> np.ndarray:
+    def _scaled_coefficients(self, actions: np.ndarray) -> np.ndarray:
+        """Scaled, unrounded coefficients ``[B, T*D]`` (C order: all dimensions' first coefficient first)."""
         arr = _as_chunk_batch(actions, "actions")
-        codes = np.rint(dct(arr, axis=1, norm="ortho") * self.scale).astype(np.int64) - self.min_token
-        return codes.reshape(arr.shape[0], -1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            coefficients = transforms.forward(arr, self.transform) * self.scale
+        return coefficients.reshape(arr.shape[0], arr.shape[1] * arr.shape[2])
+
+    def _outside(self, coefficients: np.ndarray) -> np.ndarray:
+        """Where the rounded coefficients leave [min_token, max_token] (non-finite ones included)."""
+        with np.errstate(invalid="ignore"):
+            inside = (coefficients >= self.min_token - 0.5) & (coefficients <= self.max_token + 0.5)
+        # exactly on a boundary: round half to even decides
+        edge = inside & ((coefficients == self.min_token - 0.5) | (coefficients == self.max_token + 0.5))
+        if edge.any():
+            rounded = np.rint(coefficients[edge])
+            inside[edge] = (rounded >= self.min_token) & (rounded <= self.max_token)
+        return ~inside
 
     def out_of_range(self, actions: np.ndarray) -> np.ndarray:
-        """Per chunk, how many coefficients fall outside what the vocabulary can encode."""
-        codes = self._unclipped_codes(actions)
-        return ((codes < 0) | (codes > self.max_code)).sum(axis=1)
+        """Per chunk, how many coefficients fall outside the tokenizer's code range (what ``clip=True`` clips)."""
+        return self._outside(self._scaled_coefficients(actions)).sum(axis=1)
 
     def codes(self, actions: np.ndarray, *, clip: bool = False) -> np.ndarray:
-        """Integer codes ``[B, T*D]`` (rounded DCT coefficients minus ``min_token``) of a batch."""
-        codes = self._unclipped_codes(actions)
-        low, high = codes.min(initial=0), codes.max(initial=0)
-        if low < 0 or high > self.max_code:
-            if not clip:
+        """Integer codes ``[B, T*D]`` (rounded coefficients minus ``min_token``) of a batch.
+
+        Coefficients outside the tokenizer's range raise, or with ``clip=True`` are clipped to it (in floating
+        point, before rounding, so no magnitude can overflow the integer conversion)."""
+        coefficients = self._scaled_coefficients(actions)
+        outside = self._outside(coefficients)
+        if outside.any():
+            bad = coefficients[outside]
+            if not clip or not np.isfinite(bad).all():
+                overflow = "" if np.isfinite(bad).all() else " (some overflow float64)"
                 raise ValueError(
-                    "actions give DCT coefficients outside what this tokenizer can encode: rounded range "
-                    f"{low + self.min_token}..{high + self.min_token}, encodable from {self.min_token} up to "
-                    f"{self.max_token}. Normalise actions to about [-1, 1] with the statistics the tokenizer "
-                    "was fitted on (LeRobot's QUANTILES mode), refit it on this data with "
-                    "fastplus-train-tokenizer, or pass clip=True to clip the coefficients."
+                    f"actions give {int(outside.sum())} {transforms.coefficient_label(self.transform)}(s) outside "
+                    f"this tokenizer's range: scaled values {np.nanmin(bad):.6g}..{np.nanmax(bad):.6g}, accepted "
+                    f"{self.min_token} to {self.max_token}{overflow}. Normalise actions to about [-1, 1] with the "
+                    "statistics the tokenizer was fitted on (LeRobot's QUANTILES mode), refit it on this data with "
+                    "fastplus-train-tokenizer, widen its range (range_margin), or pass clip=True to clip the "
+                    "coefficients."
                 )
-            np.clip(codes, 0, self.max_code, out=codes)
-        return codes
+            np.clip(coefficients, self.min_token, self.max_token, out=coefficients)
+        return np.rint(coefficients).astype(np.int64) - self.min_token
 
     def encode(self, actions: np.ndarray, *, clip: bool = False) -> list[list[int]]:
         """Token ids of each chunk in ``actions`` (``[B, T, D]`` or ``[T, D]``): a ragged list of lists."""
@@ -282,7 +390,11 @@ class FastTokenizer:
         time_horizon: int | None = None,
         action_dim: int | None = None,
     ) -> DecodeResult:
-        """Decode token id sequences into chunks ``[B, T, D]``; never raises on the ids themselves."""
+        """Decode token id sequences into chunks ``[B, T, D]``; never raises on the ids themselves.
+
+        A sequence is valid when it decodes to exactly ``T * D`` codes, all inside the tokenizer's range, so its
+        actions re-encode to the same codes; any other sequence (wrong length, split character, out-of-range
+        code, ids that are not integers) decodes to zeros with ``valid=False`` and a reason."""
         horizon = time_horizon or self.time_horizon
         dim = action_dim or self.action_dim
         if not horizon or not dim:
@@ -290,18 +402,21 @@ class FastTokenizer:
                 "decode needs the chunk shape: pass time_horizon= and action_dim=, or set them on the "
                 "tokenizer (the published FAST+ files leave them unset)."
             )
-        n = len(ids)
+        rows = _id_rows(ids)
+        n = len(rows)
         actions = np.zeros((n, horizon, dim), dtype=np.float64)
         valid = np.zeros(n, dtype=bool)
         reasons: list[str | None] = [None] * n
         if n == 0:
             return DecodeResult(actions, valid, reasons)
 
-        sequences = ids.tolist() if isinstance(ids, np.ndarray) else [_as_list(seq) for seq in ids]
         num_ids = self.num_ids
+        sequences: list[list[int] | str] = [_id_sequence(seq) for seq in rows]
         candidates: list[int] = []
         for i, seq in enumerate(sequences):
-            if not seq:
+            if isinstance(seq, str):
+                reasons[i] = seq
+            elif not seq:
                 reasons[i] = "empty token sequence"
             elif min(seq) < 0 or max(seq) >= num_ids:
                 reasons[i] = f"token id out of range [0, {num_ids})"
@@ -316,24 +431,31 @@ class FastTokenizer:
                 text = b"".join([table[t] for t in sequences[i]]).decode("utf-8")
             except UnicodeDecodeError:
                 reasons[i] = "tokens split a multi-byte character (invalid UTF-8)"
-            except TypeError:  # a non-integer id, or an id that is not a byte-level token
-                reasons[i] = "token ids must be integer ids of byte-level tokens"
+            except TypeError:  # an id that is not a byte-level token (e.g. an added special token)
+                reasons[i] = "token ids must be ids of byte-level tokens"
             else:
-                if len(text) == expected:
+                if len(text) != expected:
+                    reasons[i] = f"decoded {len(text)} coefficients, expected {horizon}x{dim}={expected}"
+                elif (top := max(map(ord, text))) > self.max_code:
+                    reasons[i] = (
+                        f"coefficient {top + self.min_token} outside the tokenizer's range "
+                        f"{self.min_token}..{self.max_token}"
+                    )
+                else:
                     good_rows.append(i)
                     good_texts.append(text)
-                else:
-                    reasons[i] = f"decoded {len(text)} coefficients, expected {horizon}x{dim}={expected}"
         if good_rows:
             codes = np.frombuffer("".join(good_texts).encode("utf-32-le"), dtype="<u4")
             coeff = (codes.astype(np.int64) + self.min_token).reshape(len(good_rows), horizon, dim)
-            actions[good_rows] = idct(coeff / self.scale, axis=1, norm="ortho")
+            actions[good_rows] = transforms.inverse(coeff / self.scale, self.transform)
             valid[good_rows] = True
         return DecodeResult(actions, valid, reasons)
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict[str, Any]:
-        """The ``processor_config.json`` content (readable by the reference ``UniversalActionProcessor``)."""
+        """The ``processor_config.json`` content (readable by the reference ``UniversalActionProcessor``; a
+        non-DCT tokenizer adds its ``transform``, which the reference would ignore)."""
+        extra = {} if self.transform == transforms.DCT else {"transform": self.transform}
         return {
             "processor_class": "UniversalActionProcessor",
             "scale": self.scale,
@@ -341,6 +463,9 @@ class FastTokenizer:
             "min_token": self.min_token,
             "time_horizon": self.time_horizon,
             "action_dim": self.action_dim,
+            "max_token": self.fitted_max_token,
+            "range_margin": self.range_margin,
+            **extra,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -358,10 +483,19 @@ class FastTokenizer:
             min_token=data.get("min_token", 0),
             time_horizon=data.get("time_horizon"),
             action_dim=data.get("action_dim"),
+            max_token=data.get("max_token"),
+            range_margin=data.get("range_margin", 0),
+            transform=data.get("transform", transforms.DCT),
         )
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the published directory format; each file is replaced atomically."""
+        """Write the published directory format plus this project's ``AutoProcessor`` module; each file is replaced
+        atomically.
+
+        ``auto_map`` and the copied module let ``AutoProcessor.from_pretrained(directory, trust_remote_code=True)``
+        (how core LeRobot loads FAST tokenizers) work without this package; :meth:`load` and the reference's loader
+        read only the JSON files.
+        """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         tokenizer_config = {
@@ -369,10 +503,13 @@ class FastTokenizer:
             "clean_up_tokenization_spaces": False,
             "model_max_length": 1_000_000,
         }
+        processor_config = {**self.config_dict(), "auto_map": {"AutoProcessor": AUTO_PROCESSOR}}
+        module = AUTO_PROCESSOR.split(".")[0] + ".py"
         files = {
             TOKENIZER_FILE: self.bpe.to_str(pretty=True),
             TOKENIZER_CONFIG: json.dumps(tokenizer_config, indent=2),
-            PROCESSOR_CONFIG: json.dumps(self.config_dict(), indent=2),
+            PROCESSOR_CONFIG: json.dumps(processor_config, indent=2),
+            module: resources.files(__package__).joinpath(module).read_text(encoding="utf-8"),
         }
         for name, text in files.items():
             fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
@@ -416,6 +553,10 @@ class FastTokenizer:
                 f"{location / TOKENIZER_FILE} holds a {model} model, not FAST's byte-level BPE: {location} is not a "
                 "FAST action tokenizer (a text tokenizer?). Fit one with fastplus-train-tokenizer."
             )
+        try:
+            transform = transforms.check_transform(config.get("transform", transforms.DCT))
+        except ValueError as err:
+            raise ValueError(f"{location / PROCESSOR_CONFIG}: {err}") from None
         return cls(
             bpe,
             scale=config["scale"],
@@ -423,6 +564,9 @@ class FastTokenizer:
             min_token=config["min_token"],
             time_horizon=config.get("time_horizon"),
             action_dim=config.get("action_dim"),
+            max_token=config.get("max_token"),
+            range_margin=config.get("range_margin", 0),
+            transform=transform,
         )
 
 

@@ -1,8 +1,8 @@
 """fastplus-check-tokenizer: measure an existing FAST tokenizer on the actions of a local LeRobotDataset.
 
 Works with tokenizers written by ``fastplus-train-tokenizer`` and with the published FAST+ directory
-layout (``processor_config.json`` + ``tokenizer.json``). Coefficients the tokenizer cannot encode
-are clipped, and the report says how many were. Example::
+layout (``processor_config.json`` + ``tokenizer.json``), whatever their transform (the report names it).
+Coefficients the tokenizer cannot encode are clipped, and the report says how many were. Example::
 
     fastplus-check-tokenizer --tokenizer=outputs/so101_fast/tokenizer --root=/data/so101_record_test
 """
@@ -19,12 +19,11 @@ import numpy as np
 from lerobot.utils.constants import ACTION
 
 from lerobot_fastplus.fast import FastTokenizer
-from lerobot_fastplus.tools.chunks import ChunkSourceConfig, load_action_chunks, open_dataset
+from lerobot_fastplus.tools.chunks import ChunkSourceConfig, open_dataset, tokenizer_chunks
 from lerobot_fastplus.tools.report import compute_report
 from lerobot_fastplus.tools.train_tokenizer import (
     ToolResult,
     check_layout_args,
-    layout_chunks,
     print_range,
     run_cli,
     write_outputs,
@@ -79,13 +78,9 @@ def check(cfg: CheckTokenizerConfig) -> ToolResult:
             file=sys.stderr,
         )
     check_layout_args(cfg, dataset, horizon)
-    chunks = load_action_chunks(
-        dataset, horizon, mode=cfg.normalization_mode, stride=cfg.stride, max_chunks=cfg.max_chunks, seed=cfg.seed
-    )
+    chunks, layout = tokenizer_chunks(cfg, dataset, horizon)
     print_range(chunks)
-    report = compute_report(
-        tokenizer, chunks, clip=True, layout_chunks=layout_chunks(cfg, dataset), split_every=cfg.split_every
-    )
+    report = compute_report(tokenizer, chunks, clip=True, layout_chunks=layout, split_every=cfg.split_every)
     output_dir = Path(cfg.output_dir or Path("outputs") / "fastplus_check" / root.name)
     extra = {"tool": "fastplus-check-tokenizer", "config": asdict(cfg), "tokenizer_dir": str(cfg.tokenizer)}
     json_path, png_path = write_outputs(report, chunks, output_dir, extra)

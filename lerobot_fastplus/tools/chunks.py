@@ -11,7 +11,7 @@ Note that LeRobot's normaliser does not clip: under QUANTILES, values beyond q01
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,12 @@ from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature
 from lerobot.datasets import LeRobotDataset
 from lerobot.processor import (
     NormalizerProcessorStep,
+    RelativeActionsProcessorStep,
     TransitionKey,
     UnnormalizerProcessorStep,
     create_transition,
 )
-from lerobot.utils.constants import ACTION, HF_LEROBOT_HOME
+from lerobot.utils.constants import ACTION, HF_LEROBOT_HOME, OBS_STATE
 from numpy.lib.stride_tricks import sliding_window_view
 from tqdm.auto import tqdm
 
@@ -67,6 +68,13 @@ class ChunkSourceConfig:
     chunk_size: int | None = None
     # Sub-chunk length of the layout (default: the horizon).
     split_every: int | None = None
+    # For a policy trained with --policy.use_relative_actions=true: every chunk of --chunk_size steps minus the
+    # state at its first frame (LeRobot's RelativeActionsProcessorStep), cut into --horizon-step sub-chunks, which is
+    # what the policy's FAST step tokenizes. meta/stats.json must then hold relative-action statistics
+    # (lerobot-edit-dataset --operation.type=recompute_stats --operation.relative_action=true ...).
+    relative_actions: bool = False
+    # Action names kept absolute with relative actions (the policy's --policy.relative_exclude_joints).
+    relative_exclude_joints: list[str] = field(default_factory=lambda: ["gripper"])
 
     def dataset_root(self) -> Path:
         if self.root:
@@ -87,6 +95,11 @@ class ChunkSourceConfig:
                 raise ValueError(f"--{name} must be a positive integer, got {value}.")
         if self.split_every is not None and self.chunk_size is None:
             raise ValueError("--split_every only applies to the layout section; also pass --chunk_size.")
+        if self.relative_actions and self.chunk_size is None:
+            raise ValueError(
+                "--relative_actions=true needs --chunk_size (the policy's): relative actions are taken against the "
+                "state at the start of each chunk of that many steps."
+            )
 
 
 @dataclass
@@ -245,10 +258,13 @@ def load_action_chunks(
     max_chunks: int | None = None,
     seed: int = 0,
     show_progress: bool = True,
+    relative_exclude_joints: list[str] | None = None,
 ) -> ActionChunks:
     """All windows of ``horizon`` consecutive actions inside each episode, raw and normalised.
 
-    The progress bar only shows on a terminal.
+    With ``relative_exclude_joints`` (a list, possibly empty) each window becomes relative to the state at its first
+    frame, on every action dimension but those names, as LeRobot's ``RelativeActionsProcessorStep`` makes a
+    policy's targets. The progress bar only shows on a terminal.
     """
     mode = parse_normalization_mode(mode)
     check_horizon(dataset, horizon)
@@ -260,6 +276,18 @@ def load_action_chunks(
     episode_of_row = table.column("episode_index").to_numpy()
     order = np.lexsort((table.column("frame_index").to_numpy(), episode_of_row))
     actions, episode_of_row = actions[order], episode_of_row[order]
+    names = dataset.meta.features[ACTION].get("names")
+    names = list(names) if isinstance(names, list) else None
+    offsets = np.zeros_like(actions)  # what each window starting at that row is taken relative to
+    if relative_exclude_joints is not None:
+        if OBS_STATE not in dataset.meta.features:
+            raise ValueError(f"relative actions need '{OBS_STATE}', which {dataset.root} does not have.")
+        state_dim = int(np.prod(dataset.meta.features[OBS_STATE]["shape"]))
+        state = table.column(OBS_STATE).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        state = state.reshape(-1, state_dim)[order][:, :dim]
+        step = RelativeActionsProcessorStep(enabled=True, exclude_joints=relative_exclude_joints, action_names=names)
+        mask = np.asarray(step._build_mask(dim), dtype=np.float64)
+        offsets = np.pad(state, ((0, 0), (0, dim - state.shape[1]))) * mask
     boundaries = np.flatnonzero(np.diff(episode_of_row)) + 1
 
     windows, episode_index, start_frame = [], [], []
@@ -268,7 +296,8 @@ def load_action_chunks(
     ):
         starts = np.arange(0, len(rows) - horizon + 1, stride)
         # sliding_window_view gives [n, D, H]; chunks are [n, H, D]
-        windows.append(sliding_window_view(actions[rows], horizon, axis=0)[starts].transpose(0, 2, 1))
+        window = sliding_window_view(actions[rows], horizon, axis=0)[starts].transpose(0, 2, 1)
+        windows.append(window - offsets[rows[starts]][:, None, :])
         episode_index.append(np.full(len(starts), episode_of_row[rows[0]]))
         start_frame.append(starts)
     raw = np.concatenate(windows).astype(np.float64)
@@ -277,18 +306,53 @@ def load_action_chunks(
         keep = np.sort(np.random.default_rng(seed).choice(len(raw), size=max_chunks, replace=False))
         raw, episode_index, start_frame = raw[keep], episode_index[keep], start_frame[keep]
 
-    names = dataset.meta.features[ACTION].get("names")
     return ActionChunks(
         raw=raw,
         normalized=apply_action_step(normalizer, raw),
         episode_index=episode_index,
         start_frame=start_frame,
         mode=mode,
-        names=list(names) if isinstance(names, list) else None,
+        names=names,
         dataset=str(dataset.root),
         repo_id=dataset.repo_id,
         unnormalizer=unnormalizer,
     )
+
+
+def split_into_subchunks(chunks: ActionChunks, split_every: int) -> ActionChunks:
+    """The complete ``split_every``-step sub-chunks of every chunk (a shorter last one is left out), each labelled
+    with its chunk's episode and start frame: what a FAST tokenizer for the split layout is fitted on."""
+    n = chunks.horizon // split_every
+    keep = n * split_every
+
+    def cut(values: np.ndarray) -> np.ndarray:
+        return values[:, :keep].reshape(len(values) * n, split_every, chunks.action_dim)
+
+    return replace(
+        chunks,
+        raw=cut(chunks.raw),
+        normalized=cut(chunks.normalized),
+        episode_index=np.repeat(chunks.episode_index, n),
+        start_frame=np.repeat(chunks.start_frame, n),
+    )
+
+
+def tokenizer_chunks(
+    cfg: ChunkSourceConfig, dataset: LeRobotDataset, horizon: int
+) -> tuple[ActionChunks, ActionChunks | None]:
+    """The ``horizon``-step chunks a tokenizer is fitted or checked on, and the policy-sized chunks of the layout
+    section (None without ``chunk_size``). With relative actions the former are the sub-chunks of the latter."""
+    load = {
+        "mode": cfg.normalization_mode,
+        "stride": cfg.stride,
+        "max_chunks": cfg.max_chunks,
+        "seed": cfg.seed,
+        "relative_exclude_joints": cfg.relative_exclude_joints if cfg.relative_actions else None,
+    }
+    layout = load_action_chunks(dataset, cfg.chunk_size, **load) if cfg.chunk_size is not None else None
+    if cfg.relative_actions:
+        return split_into_subchunks(layout, horizon), layout
+    return load_action_chunks(dataset, horizon, **load), layout
 
 
 def summarize_range(chunks: ActionChunks) -> RangeSummary:

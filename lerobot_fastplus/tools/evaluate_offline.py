@@ -166,6 +166,16 @@ def _predict_chunks(policy: Any, pre: Any, post: Any, frames: list[dict[str, Any
     return np.stack(chunks), 1e3 * float(np.median(times)), incomplete
 
 
+def range_centre_chunks(pre: Any, post: Any, frames: list[dict[str, Any]], n_steps: int, dim: int) -> np.ndarray:
+    """What a policy that predicts 0 in its normalised action space executes (``[N, n_steps, D]``, original units):
+    the centre of the action range, or, with relative actions, the current state plus the centre offset."""
+    chunks = []
+    for frame in frames:
+        pre(_batch(frame))  # caches the state for relative actions
+        chunks.append(post(torch.zeros(1, n_steps, dim)).detach().cpu().numpy().astype(np.float64)[0])
+    return np.stack(chunks)
+
+
 def evaluate_checkpoint(cfg: EvalOfflineConfig) -> OfflineEvalResult:
     cfg.validate()
     policy_cfg = PreTrainedConfig.from_pretrained(cfg.checkpoint)
@@ -217,6 +227,8 @@ def evaluate_checkpoint(cfg: EvalOfflineConfig) -> OfflineEvalResult:
     if state.get("names") and state.get("names") == dataset.meta.features[ACTION].get("names"):
         held = np.stack([s[OBS_STATE].numpy() for s in samples]).astype(np.float64)
         results.append(scored("hold current state", np.repeat(held[:, None], n_steps, axis=1), None, None))
+    centre = range_centre_chunks(pre, post, samples, n_steps, truth.shape[-1])
+    results.append(scored("range centre", centre, None, None))
 
     return OfflineEvalResult(
         policy_type=policy_cfg.type,
@@ -260,29 +272,46 @@ def format_result(result: OfflineEvalResult) -> str:
 
 
 def plot_result(result: OfflineEvalResult, path: str | Path) -> Path:
-    """Recorded chunks (solid) against each decoding's prediction (dashed / dotted) for a few frames."""
+    """One row per decoding, one column per held-out frame: recorded chunk (solid) against the prediction (dashed)
+    for the dimensions that move most, with "hold the current state" (dotted) when it was scored."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     truth, names = result.ground_truth, result.action_names
+    predicted = [d for d in result.decodings if d.ms_per_chunk is not None]
+    baselines = {d.name: d for d in result.decodings if d.ms_per_chunk is None}
+    hold = baselines.get("hold current state")
     picks = np.unique(np.round(np.linspace(0, len(truth) - 1, min(PLOT_FRAMES, len(truth)))).astype(int))
-    fig, axes = plt.subplots(1, len(picks), figsize=(5 * len(picks), 4), squeeze=False)
-    styles = ["--", ":", "-."]
+    fig, axes = plt.subplots(
+        len(predicted), len(picks), figsize=(4.5 * len(picks), 3.2 * len(predicted)), squeeze=False, sharex=True
+    )
     steps = np.arange(truth.shape[1])
-    for ax, i in zip(axes[0], picks, strict=True):
-        dims = np.argsort(-truth[i].std(axis=0))[:PLOT_DIMS]
-        for colour, d in enumerate(dims):
-            label = names[d] if names and d < len(names) else f"dim {d}"
-            ax.plot(steps, truth[i, :, d], "-o", color=f"C{colour}", markersize=3, label=f"{label} recorded")
-            for style, dec in zip(styles, [r for r in result.decodings if r.ms_per_chunk is not None], strict=False):
-                ax.plot(steps, dec.predictions[i, :, d], style, color=f"C{colour}", label=f"{label} {dec.name}")
-        ax.set_title(f"held-out frame {result.frames[i]}", fontsize=9)
+    for row, decoding in zip(axes, predicted, strict=True):
+        for ax, i in zip(row, picks, strict=True):
+            for colour, d in enumerate(np.argsort(-np.ptp(truth[i], axis=0))[:PLOT_DIMS]):
+                label = names[d] if names and d < len(names) else f"dim {d}"
+                ax.plot(steps, truth[i, :, d], "-o", color=f"C{colour}", markersize=3, label=f"{label} recorded")
+                ax.plot(steps, decoding.predictions[i, :, d], "--", color=f"C{colour}", label=f"{label} predicted")
+                if hold is not None:
+                    ax.plot(steps, hold.predictions[i, :, d], ":", color=f"C{colour}", alpha=0.6)
+            ax.set_title(f"{decoding.name}, held-out frame {result.frames[i]}", fontsize=9)
+        row[0].set_ylabel(f"{decoding.name}: action (original units)", fontsize=8)
+        row[0].text(
+            0.02,
+            0.02,
+            f"MSE {decoding.mse_normalized:.3f} (normalised, all frames)",
+            transform=row[0].transAxes,
+            fontsize=7,
+        )
+    for ax in axes[-1]:
         ax.set_xlabel("step")
-        ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("action (original units)")
-    fig.suptitle(f"{result.policy_type}: recorded vs predicted chunks")
+    axes[0][-1].legend(fontsize=6, loc="best")
+    hold_note = "; dotted: hold the current state" if hold is not None else ""
+    fig.suptitle(
+        f"{result.policy_type} on held-out episodes: recorded (solid) vs predicted (dashed){hold_note}", fontsize=10
+    )
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

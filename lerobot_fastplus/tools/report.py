@@ -190,6 +190,7 @@ def compute_report(
         horizon=horizon,
         action_dim=dim,
         tokenizer={
+            "transform": tokenizer.transform,
             "scale": tokenizer.scale,
             "vocab_size": tokenizer.vocab_size,
             "num_ids": tokenizer.num_ids,
@@ -243,7 +244,8 @@ def format_report(report: TokenizerReport) -> str:
         ("normalised range", f"{report.normalized_range.low:.3f} .. {report.normalized_range.high:.3f}"),
         (
             "tokenizer",
-            f"scale {tok['scale']:g}, vocab {tok['vocab_size']}, lowest encodable coefficient {tok['min_token']}",
+            f"{tok['transform']}, scale {tok['scale']:g}, vocab {tok['vocab_size']}, lowest encodable coefficient "
+            f"{tok['min_token']}",
         ),
         ("tokens per chunk", f"mean {counts.mean:.2f}, p95 {counts.p95:.1f}, max {counts.max}, min {counts.min}"),
         ("compression", f"{report.compression:.2f}x vs {report.naive_tokens_per_chunk} naive tokens per chunk"),
@@ -320,7 +322,10 @@ def plot_report(report: TokenizerReport, chunks: ActionChunks, path: str | Path,
     hist.set_title(
         f"{report.compression:.2f}x compression, MSE {mse} (normalised), {report.vocab_utilisation:.0%} of ids used"
     )
-    fig.suptitle(f"{report.repo_id}: FAST tokenizer on {report.n_chunks} chunks ({report.normalization_mode})")
+    fig.suptitle(
+        f"{report.repo_id}: FAST tokenizer ({report.tokenizer['transform']}) on {report.n_chunks} chunks "
+        f"({report.normalization_mode})"
+    )
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

@@ -3,7 +3,7 @@
 Example::
 
     fastplus-train-tokenizer --root=/data/so101_record_test --horizon=10 --vocab_size=1024 \\
-        --output_dir=outputs/so101_fast --chunk_size=50
+        --output_dir=outputs/so101_fast --chunk_size=50 [--transform=dct]
 
 writes ``<output_dir>/tokenizer`` (the FAST tokenizer directory), ``<output_dir>/report.json`` and
 ``<output_dir>/report.png``, and prints the report.
@@ -23,14 +23,15 @@ from draccus.utils import DecodingError
 from lerobot.datasets import LeRobotDataset
 
 from lerobot_fastplus.fast import FastTokenizer
+from lerobot_fastplus.fast.transforms import check_transform
 from lerobot_fastplus.tools.chunks import (
     ActionChunks,
     ChunkSourceConfig,
     check_horizon,
-    load_action_chunks,
     open_dataset,
     range_warning,
     summarize_range,
+    tokenizer_chunks,
 )
 from lerobot_fastplus.tools.report import TokenizerReport, compute_report, format_report, save_report
 
@@ -39,8 +40,11 @@ from lerobot_fastplus.tools.report import TokenizerReport, compute_report, forma
 class TrainTokenizerConfig(ChunkSourceConfig):
     # BPE vocabulary size (number of FAST token ids).
     vocab_size: int = 1024
-    # DCT coefficients are multiplied by this before rounding (FAST+ uses 10).
+    # Coefficients are multiplied by this before rounding (FAST+ uses 10).
     scale: float = 10.0
+    # Transform along time: dct (FAST's, the only one core LeRobot can use), none, or an orthogonal PyWavelets
+    # wavelet (haar, db2, db4, sym4, ...). fastplus-compare-transforms measures them on a dataset.
+    transform: str = "dct"
     # Where tokenizer/, report.json and report.png go (default: outputs/fastplus_tokenizer/<dataset>).
     output_dir: str | None = None
     # Replace a tokenizer already saved in output_dir (refused otherwise, so nothing saved is lost).
@@ -50,6 +54,7 @@ class TrainTokenizerConfig(ChunkSourceConfig):
         super().validate()
         if self.vocab_size <= 0 or self.scale <= 0:
             raise ValueError(f"--vocab_size ({self.vocab_size}) and --scale ({self.scale}) must be positive.")
+        self.transform = check_transform(self.transform)
 
 
 @dataclass
@@ -75,25 +80,16 @@ def print_range(chunks: ActionChunks) -> None:
         print(warning, file=sys.stderr)
 
 
-def layout_chunks(cfg: ChunkSourceConfig, dataset: LeRobotDataset) -> ActionChunks | None:
-    """Chunks of the policy's ``chunk_size`` steps for the split-layout section (None without it)."""
-    if cfg.chunk_size is None:
-        return None
-    return load_action_chunks(
-        dataset,
-        cfg.chunk_size,
-        mode=cfg.normalization_mode,
-        stride=cfg.stride,
-        max_chunks=cfg.max_chunks,
-        seed=cfg.seed,
-    )
-
-
 def check_layout_args(cfg: ChunkSourceConfig, dataset: LeRobotDataset, horizon: int) -> None:
     if cfg.chunk_size is None:
         return
     check_horizon(dataset, cfg.chunk_size, "--chunk_size")
     split_every = cfg.split_every or horizon
+    if cfg.relative_actions and split_every != horizon:
+        raise ValueError(
+            f"with --relative_actions=true the sub-chunks are the tokenizer's chunks: --split_every={split_every} "
+            f"must equal --horizon={horizon}."
+        )
     if split_every > cfg.chunk_size:
         raise ValueError(
             f"--split_every={split_every} is larger than --chunk_size={cfg.chunk_size}; pass --split_every <= "
@@ -121,20 +117,17 @@ def train(cfg: TrainTokenizerConfig) -> ToolResult:
         )
     dataset = open_dataset(root, cfg.dataset_repo_id(), cfg.episodes)
     check_layout_args(cfg, dataset, cfg.horizon)
-    chunks = load_action_chunks(
-        dataset,
-        cfg.horizon,
-        mode=cfg.normalization_mode,
-        stride=cfg.stride,
-        max_chunks=cfg.max_chunks,
-        seed=cfg.seed,
-    )
+    chunks, layout = tokenizer_chunks(cfg, dataset, cfg.horizon)
     print_range(chunks)
 
-    print(f"fitting FAST tokenizer (vocab_size={cfg.vocab_size}, scale={cfg.scale:g}) ...")
+    print(f"fitting FAST tokenizer (transform={cfg.transform}, vocab_size={cfg.vocab_size}, scale={cfg.scale:g}) ...")
     start = time.perf_counter()
     tokenizer = FastTokenizer.fit(
-        chunks.normalized, scale=cfg.scale, vocab_size=cfg.vocab_size, show_progress=sys.stderr.isatty()
+        chunks.normalized,
+        scale=cfg.scale,
+        vocab_size=cfg.vocab_size,
+        transform=cfg.transform,
+        show_progress=sys.stderr.isatty(),
     )
     fit_seconds = time.perf_counter() - start
 
@@ -143,7 +136,7 @@ def train(cfg: TrainTokenizerConfig) -> ToolResult:
         tokenizer,
         chunks,
         clip=False,
-        layout_chunks=layout_chunks(cfg, dataset),
+        layout_chunks=layout,
         split_every=cfg.split_every,
         fit_seconds=fit_seconds,
     )

@@ -38,8 +38,12 @@ def gemma_variant(name: str) -> GemmaConfig:
     return GEMMA_VARIANTS[name]
 
 
-def paligemma_hf_config(variant: str, image_size: int, *, use_adarms: bool = False) -> PaliGemmaConfig:
-    """PaliGemma config as LeRobot's pi05 builds it; ``gemma_tiny`` also shrinks the SigLIP tower."""
+def paligemma_hf_config(
+    variant: str, image_size: int, *, use_adarms: bool = False, text_dtype: str = "float32"
+) -> PaliGemmaConfig:
+    """PaliGemma config as LeRobot's pi05 builds it; ``gemma_tiny`` also shrinks the SigLIP tower. ``text_dtype`` is
+    the dtype Hugging Face builds the text model in (LeRobot's: float32, cast afterwards). SigLIP is always built in
+    float32: pi05 keeps it there, and its truncated-normal init is broken in bf16 (values clamped to +-2)."""
     text = gemma_variant(variant)
     config = CONFIG_MAPPING["paligemma"]()
     config._vocab_size = PALIGEMMA_VOCAB_SIZE
@@ -48,7 +52,7 @@ def paligemma_hf_config(variant: str, image_size: int, *, use_adarms: bool = Fal
     tc.hidden_size, tc.intermediate_size, tc.num_hidden_layers = text.width, text.mlp_dim, text.depth
     tc.num_attention_heads, tc.num_key_value_heads, tc.head_dim = text.num_heads, text.num_kv_heads, text.head_dim
     tc.hidden_activation = "gelu_pytorch_tanh"
-    tc.dtype = "float32"
+    tc.dtype = text_dtype
     tc.vocab_size = PALIGEMMA_VOCAB_SIZE
     tc.use_adarms = use_adarms
     tc.adarms_cond_dim = text.width if use_adarms else None
@@ -65,8 +69,8 @@ def paligemma_hf_config(variant: str, image_size: int, *, use_adarms: bool = Fal
     return config
 
 
-def expert_hf_config(variant: str, *, use_adarms: bool = True) -> HFGemmaConfig:
-    """Gemma config of the action expert, as LeRobot's pi05 builds it."""
+def expert_hf_config(variant: str, *, use_adarms: bool = True, dtype: str = "float32") -> HFGemmaConfig:
+    """Gemma config of the action expert, as LeRobot's pi05 builds it (``dtype`` as in ``paligemma_hf_config``)."""
     sizes = gemma_variant(variant)
     return CONFIG_MAPPING["gemma"](
         head_dim=sizes.head_dim,
@@ -77,7 +81,15 @@ def expert_hf_config(variant: str, *, use_adarms: bool = True) -> HFGemmaConfig:
         num_key_value_heads=sizes.num_kv_heads,
         vocab_size=PALIGEMMA_VOCAB_SIZE,
         hidden_activation="gelu_pytorch_tanh",
-        dtype="float32",
+        dtype=dtype,
         use_adarms=use_adarms,
         adarms_cond_dim=sizes.width if use_adarms else None,
     )
+
+
+def with_depth(variant: str, depth: int) -> GemmaConfig:
+    """The sizes of ``variant`` with ``depth`` layers: the published widths (full vocabulary and SigLIP) at a depth
+    a small machine holds, for memory and integration checks. Not a variant until registered under a name of its
+    own in ``GEMMA_VARIANTS`` (tests and benchmarks do so)."""
+    sizes = gemma_variant(variant)
+    return GemmaConfig(sizes.width, depth, sizes.mlp_dim, sizes.num_heads, sizes.num_kv_heads, sizes.head_dim)

@@ -1,32 +1,66 @@
-"""LeRobot's *core* pi05 at the tiny variant, for parity tests and benchmarks against the plugin's policies.
+"""LeRobot's *core* pi05 / pi0_fast at the plugin's Gemma variants, for parity tests and benchmarks.
 
-Core pi05 hard-codes the published Gemma sizes and So400m SigLIP. ``core_pi05_tiny`` builds the unmodified
-core classes while the two module-level builders they call are swapped for the tiny ones (only during
-construction), so the result has exactly the parameters of a plugin policy with ``gemma_tiny`` variants.
+Core pi05 and pi0_fast hard-code the published Gemma sizes (and core pi0_fast the 224 px So400m SigLIP). The
+builders here construct the unmodified core classes while the module-level functions they call are swapped
+(only during construction) for the plugin's variant sizes, so the result has exactly the parameters of a
+plugin policy with the same variants: ``gemma_tiny`` (which also shrinks SigLIP), or e.g. the published widths
+at a reduced depth (``backbone.with_depth``) registered under a name of their own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 from unittest import mock
 
+import lerobot.policies.pi0_fast.modeling_pi0_fast as core_pi0_fast
 import lerobot.policies.pi05.modeling_pi05 as core_pi05
+from lerobot.policies.pi0_fast import PI0FastConfig, PI0FastPolicy
 from lerobot.policies.pi05 import PI05Config, PI05Policy
-from transformers import PaliGemmaConfig
 
-from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, TINY_VARIANT, paligemma_hf_config
+from lerobot_fastplus.policies.common.backbone import TINY_VARIANT, gemma_variant, paligemma_hf_config
+
+
+@contextmanager
+def _core_sizes(module: Any, sizes: dict[str, str], backbone: str, image_size: int) -> Iterator[None]:
+    """While active, ``module`` builds core variant ``name`` with the sizes of the plugin variant ``sizes[name]``,
+    and SigLIP as the plugin builds it for the ``backbone`` variant at ``image_size``."""
+    build_paligemma = module.PaliGemmaForConditionalGenerationWithPiGemma
+
+    def paligemma(config: Any) -> Any:
+        config.vision_config = paligemma_hf_config(backbone, image_size).vision_config
+        return build_paligemma(config=config)
+
+    with (
+        mock.patch.object(module, "get_gemma_config", lambda name: gemma_variant(sizes[name])),
+        mock.patch.object(module, "PaliGemmaForConditionalGenerationWithPiGemma", paligemma),
+    ):
+        yield
+
+
+def core_pi05_with_variants(config: PI05Config, backbone: str, expert: str) -> PI05Policy:
+    """A core ``PI05Policy`` whose backbone and expert have the sizes of the plugin variants ``backbone`` and
+    ``expert`` (``config.paligemma_variant`` / ``action_expert_variant`` only name which is which)."""
+    sizes = {config.paligemma_variant: backbone, config.action_expert_variant: expert}
+    if len(sizes) == 1 and backbone != expert:
+        raise ValueError("give the core config two different variant names to build two different sizes")
+    with _core_sizes(core_pi05, sizes, backbone, config.image_resolution[0]):
+        return PI05Policy(config)
 
 
 def core_pi05_tiny(config: PI05Config) -> PI05Policy:
     """A core ``PI05Policy`` whose backbone and expert are ``gemma_tiny`` (config variants are ignored)."""
-    build_paligemma = core_pi05.PaliGemmaForConditionalGenerationWithPiGemma
+    return core_pi05_with_variants(config, TINY_VARIANT, TINY_VARIANT)
 
-    def tiny_paligemma(config: PaliGemmaConfig) -> core_pi05.PaliGemmaForConditionalGenerationWithPiGemma:
-        tiny = paligemma_hf_config(TINY_VARIANT, config.vision_config.image_size)
-        config.vision_config = tiny.vision_config
-        return build_paligemma(config=config)
 
+def core_pi0_fast_with_variant(config: PI0FastConfig, variant: str) -> PI0FastPolicy:
+    """A core ``PI0FastPolicy`` whose PaliGemma has the sizes of the plugin variant ``variant`` and SigLIP at
+    ``config.image_resolution``. Its FAST and text tokenizers are not loaded (core fetches them from the hub in
+    ``__init__``): the result can be saved or compared, not trained or run."""
     with (
-        mock.patch.object(core_pi05, "get_gemma_config", lambda variant: GEMMA_VARIANTS[TINY_VARIANT]),
-        mock.patch.object(core_pi05, "PaliGemmaForConditionalGenerationWithPiGemma", tiny_paligemma),
+        _core_sizes(core_pi0_fast, {config.paligemma_variant: variant}, variant, config.image_resolution[0]),
+        mock.patch.object(core_pi0_fast, "AutoProcessor"),
+        mock.patch.object(core_pi0_fast, "AutoTokenizer"),
     ):
-        return PI05Policy(config)
+        return PI0FastPolicy(config)

@@ -29,6 +29,7 @@ from lerobot_fastplus.fast.tokenizer import FastTokenizer
 logger = logging.getLogger(__name__)
 
 _MARK = "_fastplus_shows_reason"
+DEFAULT_SPLIT_EVERY = 10  # steps per FAST sub-chunk when a config leaves split_every unset
 CHECKPOINT_TOKENIZER = "the checkpoint's FAST tokenizer (its fast_tokenizer/ folder)"
 
 
@@ -41,6 +42,12 @@ def require_action_feature(config: PreTrainedConfig, policy_type: str) -> None:
             f"{features}). Train on a dataset recorded with actions (lerobot-record writes an '{ACTION}' column), "
             "or add one."
         )
+
+
+def resolve_split_every(split_every: int | None, chunk_size: int) -> int:
+    """``split_every`` as given, or by default ``DEFAULT_SPLIT_EVERY`` steps, capped at ``chunk_size`` so that a
+    short chunk needs no extra flag (an explicit value larger than ``chunk_size`` is still refused)."""
+    return min(DEFAULT_SPLIT_EVERY, chunk_size) if split_every is None else split_every
 
 
 def load_fast_tokenizer(path: str, flag: str) -> FastTokenizer:

@@ -13,8 +13,9 @@ A superset of LeRobot's ``PI05Config``. Additions:
 * ``fast_loss_weight`` / ``flow_loss_weight``: loss = w_fast * CE(FAST) + w_flow * flow MSE (KI: 1 and 1);
 * ``fast_ce_vocabulary``: ``"action"`` (default) normalises the CE over the action ids only (FAST ids, SPLIT,
   EOS: what the autoregressive decoder may emit), ``"full"`` over the whole 257,152-id vocabulary;
-* ``action_decoding``: ``"flow"`` (pi05's flow sampling, RTC-capable) or ``"fast"`` (greedy autoregressive
-  decoding from the backbone's FAST head, for comparison);
+* ``action_decoding``: ``"flow"`` (pi05's flow sampling, RTC-capable) or ``"fast"`` (autoregressive decoding
+  from the backbone's FAST head under the exact grammar, for comparison; ``fast_decoding_temperature`` 0 is
+  greedy, ``max_decoding_steps`` defaults to the longest sequence the layout allows);
 * ``init_from``: a pi05 or pi05_ki checkpoint (hub id or local directory) whose weights initialise a new
   policy, loaded strictly. Use it with ``--policy.type=pi05_ki`` to fine-tune from ``lerobot/pi05_base`` while
   LeRobot builds this policy's own processors (with ``--policy.pretrained_path`` it would reuse the pi05
@@ -31,10 +32,11 @@ from lerobot.policies.pi05.configuration_pi05 import PI05Config
 
 from lerobot_fastplus.fast.tokenizer import FastTokenizer
 from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, PALIGEMMA_VOCAB_SIZE
-from lerobot_fastplus.policies.common.checkpoint import locate_weights
+from lerobot_fastplus.policies.common.checkpoint import locate_init_weights
 from lerobot_fastplus.policies.common.validation import (
     policy_fast_tokenizer,
     require_action_feature,
+    resolve_split_every,
     show_config_errors_on_the_cli,
 )
 
@@ -56,7 +58,8 @@ FAST_DECODING_RTC_REFUSAL = (
 class PI05KIConfig(PI05Config):
     text_tokenizer_name: str = "google/paligemma-3b-pt-224"
     fast_tokenizer_path: str = "physical-intelligence/fast"
-    split_every: int = 10
+    # None: DEFAULT_SPLIT_EVERY steps, or chunk_size when the chunk is shorter
+    split_every: int | None = None
     max_action_tokens: int = 256
     action_bos_token_id: int = SEG_IDS[0]
     action_split_token_id: int = SEG_IDS[1]
@@ -65,6 +68,10 @@ class PI05KIConfig(PI05Config):
     flow_loss_weight: float = 1.0
     fast_ce_vocabulary: str = "action"
     action_decoding: str = "flow"
+    # action_decoding="fast": sampling temperature (0: greedy) and step limit (None: the exact grammar's bound, the
+    # longest sequence the layout allows; a smaller value is refused when the policy is built)
+    fast_decoding_temperature: float = 0.0
+    max_decoding_steps: int | None = None
     init_from: str | None = None
 
     def __post_init__(self) -> None:
@@ -98,12 +105,8 @@ class PI05KIConfig(PI05Config):
         )
 
     def locate_init_weights(self) -> Path:
-        """``model.safetensors`` of ``init_from``; checked before a policy allocates its model, so a wrong path fails
-        within seconds, with the flag named."""
-        try:
-            return locate_weights(self.init_from, INIT_WEIGHTS)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"--policy.init_from={self.init_from}: {err}") from err
+        """``model.safetensors`` of ``init_from``, checked before a policy builds its model."""
+        return locate_init_weights(self.init_from, INIT_WEIGHTS)
 
     @property
     def action_special_ids(self) -> tuple[int, int, int]:
@@ -123,6 +126,7 @@ class PI05KIConfig(PI05Config):
             )
 
     def _validate_action_tokens(self) -> None:
+        self.split_every = resolve_split_every(self.split_every, self.chunk_size)
         if not 0 < self.split_every <= self.chunk_size:
             raise ValueError(
                 f"split_every={self.split_every} must be in [1, chunk_size={self.chunk_size}]: it is the number of "
@@ -157,10 +161,25 @@ class PI05KIConfig(PI05Config):
                 f"fast_loss_weight={self.fast_loss_weight} and flow_loss_weight={self.flow_loss_weight} must be "
                 "non-negative and not both zero (Knowledge Insulation uses 1 and 1)."
             )
+        if self.train_expert_only and self.fast_loss_weight > 0:
+            raise ValueError(
+                f"train_expert_only=True freezes the backbone, so the FAST cross-entropy (fast_loss_weight="
+                f"{self.fast_loss_weight}) would train nothing. Knowledge Insulation trains the backbone with it: set "
+                "--policy.train_expert_only=false, or --policy.fast_loss_weight=0 to train the action expert alone."
+            )
         if self.fast_ce_vocabulary not in CE_VOCABULARIES:
             raise ValueError(f"fast_ce_vocabulary={self.fast_ce_vocabulary!r}; use one of {CE_VOCABULARIES}.")
         if self.action_decoding not in ACTION_DECODINGS:
             raise ValueError(f"action_decoding={self.action_decoding!r}; use one of {ACTION_DECODINGS}.")
+        if self.fast_decoding_temperature < 0:
+            raise ValueError(
+                f"fast_decoding_temperature must be >= 0 (0 is greedy), got {self.fast_decoding_temperature}."
+            )
+        if self.max_decoding_steps is not None and self.max_decoding_steps < 1:
+            raise ValueError(
+                f"max_decoding_steps must be positive (or unset: the exact grammar's bound), got "
+                f"{self.max_decoding_steps}."
+            )
         if self.action_decoding == "fast" and self.rtc_config is not None and self.rtc_config.enabled:
             raise ValueError(FAST_DECODING_RTC_REFUSAL)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Unpack
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lerobot.configs import PreTrainedConfig
@@ -53,7 +54,7 @@ from lerobot.utils.import_utils import require_package
 from torch import Tensor, nn
 from transformers.models.gemma import modeling_gemma
 
-from lerobot_fastplus.fast.split_layout import ParsedActions, SplitLayout
+from lerobot_fastplus.fast.split_layout import SplitLayout
 from lerobot_fastplus.fast.tokenizer import FastTokenizer
 from lerobot_fastplus.fast_action_step import (
     ACTION_IS_PAD_KEY,
@@ -68,9 +69,19 @@ from lerobot_fastplus.policies.common.checkpoint import (
     FAST_TOKENIZER_DIR,
     checkpoint_fast_tokenizer_dir,
     load_strictly,
-    read_weights,
+    read_header,
 )
-from lerobot_fastplus.policies.common.decoding import GrammarState, SplitGrammar, choose
+from lerobot_fastplus.policies.common.construction import build_dtype, parameters_on_meta, require_materialized
+from lerobot_fastplus.policies.common.decoding import (
+    DecodeReport,
+    ExactGrammar,
+    actions_from_candidates,
+    build_decoding_grammar,
+    cached_language_model_step,
+    decode_constrained,
+)
+from lerobot_fastplus.policies.common.state_saturation import warn_if_state_saturates
+from lerobot_fastplus.policies.common.token_budget import check_token_budget
 from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import (
     FAST_DECODING_RTC_REFUSAL,
     FAST_ID_BASE,
@@ -83,14 +94,25 @@ logger = logging.getLogger(__name__)
 EMBED_KEY = "model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
 
 
+def _heads(x: Tensor, head_dim: int) -> Tensor:  # [B, tokens, heads * dim] -> [B, heads, tokens, dim]
+    return x.unflatten(-1, (-1, head_dim)).transpose(1, 2)
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Gemma's rotary embedding (``apply_rotary_pos_emb``) of one tensor, so queries and keys may cover different
+    tokens."""
+    return x * cos[:, None] + modeling_gemma.rotate_half(x) * sin[:, None]
+
+
 def compute_layer_ki(
     inputs_embeds: list[Tensor],
     attention_mask: Tensor,
     position_ids: Tensor,
     adarms_cond: list[Tensor | None],
-    layers: tuple[nn.Module, nn.Module],
+    layers: tuple[nn.Module, ...],
     rotary_emb: nn.Module,
     n_fast: int,
+    fast_outputs_only: bool = False,
 ) -> list[Tensor]:
     """One shared-attention layer of backbone + expert with KI's stop-gradient.
 
@@ -99,23 +121,31 @@ def compute_layer_ki(
     image/prompt queries attend to image/prompt keys, FAST queries to image/prompt and FAST keys, and expert
     queries to the *detached* image/prompt keys/values plus the expert's own, so no gradient flows from the
     expert into the backbone. Each of the three blocks is one fused SDPA call (grouped K/V heads not repeated).
+    Given the backbone alone (one stream, one layer), the same without the expert: pi0_fast's teacher forcing.
+
+    ``fast_outputs_only`` (the last layer): nothing reads the image/prompt tokens' outputs of the last layer, so they
+    get keys and values only (no query, attention, MLP), and the backbone output holds the FAST tokens alone.
+    Computed and then sliced off, they would also cost a backward pass over their zero gradients.
     """
     n_backbone = inputs_embeds[0].shape[1]
     n_prefix = n_backbone - n_fast
+    # per stream: its positions in the joint sequence, and the rows that get queries and outputs
+    spans = [slice(None, n_backbone), slice(n_backbone, None)][: len(inputs_embeds)]
+    query_rows = [slice(n_prefix, None) if fast_outputs_only else slice(None), slice(None)][: len(inputs_embeds)]
     queries, keys, values, gates = [], [], [], []
-    for hidden, layer, cond in zip(inputs_embeds, layers, adarms_cond, strict=True):
+    for hidden, layer, cond, rows in zip(inputs_embeds, layers, adarms_cond, query_rows, strict=True):
         hidden, gate = layernorm_forward(layer.input_layernorm, hidden, cond)
         gates.append(gate)
-        shape = (*hidden.shape[:-1], -1, layer.self_attn.head_dim)
-        queries.append(layer.self_attn.q_proj(hidden).view(shape).transpose(1, 2))
-        keys.append(layer.self_attn.k_proj(hidden).view(shape).transpose(1, 2))
-        values.append(layer.self_attn.v_proj(hidden).view(shape).transpose(1, 2))
+        attention, head_dim = layer.self_attn, layer.self_attn.head_dim
+        queries.append(_heads(attention.q_proj(hidden[:, rows]), head_dim))
+        keys.append(_heads(attention.k_proj(hidden), head_dim))
+        values.append(_heads(attention.v_proj(hidden), head_dim))
     cos, sin = rotary_emb(queries[0], position_ids)
-    for i, span in enumerate((slice(None, n_backbone), slice(n_backbone, None))):
-        queries[i], keys[i] = modeling_gemma.apply_rotary_pos_emb(
-            queries[i], keys[i], cos[:, span], sin[:, span], unsqueeze_dim=1
-        )
-    (query, expert_query), (key, expert_key), (value, expert_value) = queries, keys, values
+    for i, (span, rows) in enumerate(zip(spans, query_rows, strict=True)):
+        cos_i, sin_i = cos[:, span], sin[:, span]
+        queries[i] = _rotate(queries[i], cos_i[:, rows], sin_i[:, rows])
+        keys[i] = _rotate(keys[i], cos_i, sin_i)
+    query, key, value = queries[0], keys[0], values[0]
 
     scaling = layers[0].self_attn.scaling
 
@@ -124,23 +154,31 @@ def compute_layer_ki(
         return out.transpose(1, 2)
 
     prefix = slice(None, n_prefix)
-    prefix_out = attend(
-        query[:, :, prefix], key[:, :, prefix], value[:, :, prefix], attention_mask[:, :, prefix, prefix]
-    )
-    fast_out = attend(query[:, :, n_prefix:], key, value, attention_mask[:, :, n_prefix:n_backbone, :n_backbone])
-    expert_out = attend(
-        expert_query,
-        torch.cat([key[:, :, prefix].detach(), expert_key], dim=2),
-        torch.cat([value[:, :, prefix].detach(), expert_value], dim=2),
-        torch.cat([attention_mask[:, :, n_backbone:, prefix], attention_mask[:, :, n_backbone:, n_backbone:]], dim=3),
-    )
-    backbone_out = torch.cat([prefix_out, fast_out], dim=1)
+    fast_query = query[:, :, query.shape[2] - n_fast :]
+    backbone_out = attend(fast_query, key, value, attention_mask[:, :, n_prefix:n_backbone, :n_backbone])
+    if not fast_outputs_only:
+        prefix_out = attend(
+            query[:, :, prefix], key[:, :, prefix], value[:, :, prefix], attention_mask[:, :, prefix, prefix]
+        )
+        backbone_out = torch.cat([prefix_out, backbone_out], dim=1)
+    attention_out = [backbone_out]
+    if len(inputs_embeds) > 1:
+        expert_mask = attention_mask[:, :, n_backbone:]
+        attention_out.append(
+            attend(
+                queries[1],
+                torch.cat([key[:, :, prefix].detach(), keys[1]], dim=2),
+                torch.cat([value[:, :, prefix].detach(), values[1]], dim=2),
+                torch.cat([expert_mask[..., prefix], expert_mask[..., n_backbone:]], dim=3),
+            )
+        )
 
     outputs = []
-    for hidden, layer, gate, cond, att in zip(
-        inputs_embeds, layers, gates, adarms_cond, (backbone_out, expert_out), strict=True
+    for hidden, layer, gate, cond, att, rows in zip(
+        inputs_embeds, layers, gates, adarms_cond, attention_out, query_rows, strict=True
     ):
-        att = att.reshape(*hidden.shape[:-1], -1).to(layer.self_attn.o_proj.weight.dtype)
+        hidden = hidden[:, rows]
+        att = att.flatten(2).to(layer.self_attn.o_proj.weight.dtype)
         after_attention = _gated_residual(hidden, layer.self_attn.o_proj(att), gate)
         out, gate = layernorm_forward(layer.post_attention_layernorm, after_attention, cond)
         if layer.mlp.up_proj.weight.dtype == torch.bfloat16:
@@ -156,10 +194,16 @@ class KIPaliGemmaWithExpertModel(PaliGemmaWithExpertModel):
         nn.Module.__init__(self)  # the parent's __init__ only knows the published SigLIP sizes
         self.freeze_vision_encoder = config.freeze_vision_encoder
         self.train_expert_only = config.train_expert_only
-        vlm_config = paligemma_hf_config(config.paligemma_variant, config.image_resolution[0], use_adarms=False)
-        self.paligemma = PaliGemmaForConditionalGenerationWithPiGemma(config=vlm_config)
-        self.gemma_expert = PiGemmaForCausalLM(config=expert_hf_config(config.action_expert_variant, use_adarms=True))
-        self.gemma_expert.model.embed_tokens = None
+        with build_dtype(config.dtype):  # created in the target dtype (SigLIP in fp32), not all in fp32 and then cast
+            # The expert first: its input embedding (unused, dropped) is then freed before the backbone exists, so
+            # building never holds more than the final model.
+            expert_config = expert_hf_config(config.action_expert_variant, use_adarms=True, dtype=config.dtype)
+            expert = PiGemmaForCausalLM(config=expert_config)
+            expert.model.embed_tokens = None
+            size = config.image_resolution[0]
+            vlm_config = paligemma_hf_config(config.paligemma_variant, size, text_dtype=config.dtype)
+            self.paligemma = PaliGemmaForConditionalGenerationWithPiGemma(config=vlm_config)
+        self.gemma_expert = expert
         self.to_bfloat16_for_selected_params(config.dtype)
         self._set_requires_grad()
 
@@ -182,14 +226,15 @@ class KIPaliGemmaWithExpertModel(PaliGemmaWithExpertModel):
         n_fast: int = 0,
     ) -> tuple[list[Tensor | None], Any]:
         """pi05's forward; with both backbone and expert embeddings, KI's joint layers, where the last ``n_fast``
-        backbone tokens are FAST tokens."""
+        backbone tokens are FAST tokens, and the backbone's output holds those alone (the only ones a loss reads)."""
         if inputs_embeds[0] is None or inputs_embeds[1] is None:  # prefix-only or expert-only: pi05's paths
             return super().forward(attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, adarms_cond)
         adarms_cond = adarms_cond or [None, None]
         checkpointing = self.training and bool(getattr(self.gemma_expert.model, "gradient_checkpointing", False))
-        layers = zip(self.paligemma.model.language_model.layers, self.gemma_expert.model.layers, strict=True)
+        layers = list(zip(self.paligemma.model.language_model.layers, self.gemma_expert.model.layers, strict=True))
         rotary_emb = self.paligemma.model.language_model.rotary_emb
-        for pair in layers:
+        for depth, pair in enumerate(layers, start=1):
+            last = depth == len(layers)
             if checkpointing:
                 inputs_embeds = torch.utils.checkpoint.checkpoint(
                     compute_layer_ki,
@@ -200,12 +245,20 @@ class KIPaliGemmaWithExpertModel(PaliGemmaWithExpertModel):
                     layers=pair,
                     rotary_emb=rotary_emb,
                     n_fast=n_fast,
+                    fast_outputs_only=last,
                     use_reentrant=False,
                     preserve_rng_state=False,
                 )
             else:
                 inputs_embeds = compute_layer_ki(
-                    inputs_embeds, attention_mask, position_ids, adarms_cond, pair, rotary_emb, n_fast=n_fast
+                    inputs_embeds,
+                    attention_mask,
+                    position_ids,
+                    adarms_cond,
+                    pair,
+                    rotary_emb,
+                    n_fast=n_fast,
+                    fast_outputs_only=last,
                 )
         norms = (self.paligemma.model.language_model.norm, self.gemma_expert.model.norm)
         outputs = [
@@ -228,18 +281,27 @@ class KILosses:
 class PI05KIPytorch(PI05Pytorch):
     """pi05's model with a FAST-token branch in the backbone and KI's attention."""
 
-    def __init__(self, config: PI05KIConfig, n_fast_ids: int, rtc_processor: RTCProcessor | None = None) -> None:
+    def __init__(
+        self,
+        config: PI05KIConfig,
+        n_fast_ids: int,
+        rtc_processor: RTCProcessor | None = None,
+        *,
+        empty_weights: bool = False,
+    ) -> None:
+        """``empty_weights``: parameters on the meta device, for a checkpoint to fill (``common.construction``)."""
         nn.Module.__init__(self)  # the parent's __init__ only knows the published variants
         if config.image_resolution[0] != config.image_resolution[1]:
             raise ValueError(f"PaliGemma needs square images; image_resolution={config.image_resolution}.")
         self.config = config
         self.rtc_processor = rtc_processor
-        self.paligemma_with_expert = KIPaliGemmaWithExpertModel(config)
-        width = gemma_variant(config.action_expert_variant).width
-        self.action_in_proj = nn.Linear(config.max_action_dim, width)
-        self.action_out_proj = nn.Linear(width, config.max_action_dim)
-        self.time_mlp_in = nn.Linear(width, width)
-        self.time_mlp_out = nn.Linear(width, width)
+        with parameters_on_meta(empty_weights):
+            self.paligemma_with_expert = KIPaliGemmaWithExpertModel(config)
+            width = gemma_variant(config.action_expert_variant).width
+            self.action_in_proj = nn.Linear(config.max_action_dim, width)  # fp32, as in pi05
+            self.action_out_proj = nn.Linear(width, config.max_action_dim)
+            self.time_mlp_in = nn.Linear(width, width)
+            self.time_mlp_out = nn.Linear(width, width)
         self.gradient_checkpointing_enabled = False
 
         # Layout ids (FAST 0..n-1, BOS, SPLIT, EOS) -> PaliGemma ids; the FAST head scores FAST ids, SPLIT, EOS.
@@ -324,7 +386,7 @@ class PI05KIPytorch(PI05Pytorch):
         )
         suffix_out = suffix_out[:, -self.config.chunk_size :].to(torch.float32)
         velocity = self._apply_checkpoint(self.action_out_proj, suffix_out)
-        return velocity, backbone_out[:, n_prefix:]
+        return velocity, backbone_out
 
     def forward(
         self,
@@ -358,42 +420,58 @@ class PI05KIPytorch(PI05Pytorch):
         return KILosses(flow_se, fast_ce, logits.argmax(dim=-1) == labels, predicted.nonzero()[:, 0])
 
     @torch.no_grad()
-    def decode_fast(self, images: list[Tensor], img_masks: list[Tensor], tokens: Tensor, masks: Tensor) -> Tensor:
-        """Greedy autoregressive layout ids ``[B, <= max_action_tokens - 1]`` (after BOS) from the FAST head.
-        Only ids the split layout allows next can be chosen (pi0_fast's grammar); finished rows pad with EOS."""
-        prefix_embs, prefix_pad, prefix_att = self.embed_prefix(images, img_masks, tokens, masks)
+    def decode_fast(
+        self,
+        images: list[Tensor],
+        img_masks: list[Tensor],
+        tokens: Tensor,
+        masks: Tensor,
+        grammar: ExactGrammar,
+        *,
+        max_steps: int | None = None,
+        temperature: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Candidate indices ``[B, <= grammar.max_length]`` (FAST ids, SPLIT, EOS; EOS-padded once a row is done)
+        decoded from the FAST head under the exact grammar, after the training sequence's prefix and BOS."""
+        bos = self.layout_to_vocab[self.n_fast_ids].expand(tokens.shape[0], 1)
+        embs, pad, att = self.embed_prefix(
+            images,
+            img_masks,
+            torch.cat([tokens, bos], dim=1),
+            torch.cat([masks.bool(), torch.ones_like(bos, dtype=torch.bool)], dim=1),
+        )
+        att = att.clone()
+        att[:, -1] = True  # BOS is causal, after the bidirectional image + prompt block, as in training
+        if self._is_bfloat16():
+            embs = embs.to(torch.bfloat16)
         language_model = self.paligemma_with_expert.paligemma.model.language_model
         language_model.config._attn_implementation = "eager"
         prefix = language_model.forward(
-            inputs_embeds=prefix_embs,
-            attention_mask=prepare_attention_masks_4d(make_att_2d_masks(prefix_pad, prefix_att)),
-            position_ids=torch.cumsum(prefix_pad, dim=1) - 1,
+            inputs_embeds=embs,
+            attention_mask=prepare_attention_masks_4d(make_att_2d_masks(pad, att), dtype=embs.dtype),
+            position_ids=torch.cumsum(pad, dim=1) - 1,
             use_cache=True,
         )
-        cache, key_pad = prefix.past_key_values, prefix_pad
-        next_position = prefix_pad.sum(dim=1, keepdim=True)
-        n = self.n_fast_ids
-        grammar = SplitGrammar(n, self.config.n_subchunks)
-        state = GrammarState.start(prefix_pad.shape[0], prefix_pad.device)
-        token = torch.full_like(state.subchunk, n)  # BOS
-        generated = []
-        for step in range(self.config.max_action_tokens - 1):
-            key_pad = torch.cat([key_pad, torch.ones_like(key_pad[:, :1])], dim=1)
-            out = language_model.forward(
-                inputs_embeds=self.paligemma_with_expert.embed_language_tokens(self.layout_to_vocab[token][:, None]),
-                attention_mask=prepare_attention_masks_4d(key_pad[:, None, :]),
-                position_ids=next_position + step,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            # candidates are FAST ids, SPLIT, EOS; layout ids put BOS between FAST ids and SPLIT
-            chosen = choose(self.fast_logits(out.last_hidden_state[:, -1]), grammar.legal(state), temperature=0.0)
-            state = grammar.advance(state, chosen)
-            token = torch.where(chosen < n, chosen, chosen + 1)
-            generated.append(token)
-            if bool(state.done.all()):
-                break
-        return torch.stack(generated, dim=1)
+        keys = [layer.keys for layer in prefix.past_key_values.layers]
+        values = [layer.values for layer in prefix.past_key_values.layers]
+        weight = self.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight[self.action_vocab]
+
+        def step(chosen: Tensor) -> Tensor:
+            nonlocal pad
+            pad = torch.cat([pad, torch.ones_like(pad[:, :1])], dim=1)
+            emb = self.paligemma_with_expert.embed_language_tokens(self.action_vocab[chosen][:, None]).to(embs.dtype)
+            return cached_language_model_step(language_model, emb, pad, keys, values)
+
+        return decode_constrained(
+            prefix.last_hidden_state[:, -1],
+            step,
+            weight.float(),
+            grammar,
+            max_steps=max_steps,
+            temperature=temperature,
+            generator=generator,
+        )
 
 
 class _DropPatchEmbeddingNotes(logging.Filter):
@@ -424,35 +502,50 @@ class PI05KIPolicy(StateOnlyCameras, PI05Policy):
         config: PI05KIConfig,
         *,
         fast_tokenizer: FastTokenizer | None = None,
-        load_init_weights: bool = True,
+        weights_from: str | Path | None = None,
+        hub_kwargs: dict[str, Any] | None = None,
+        dataset_stats: dict[str, dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> None:
-        """``fast_tokenizer`` overrides ``config.fast_tokenizer_path``; ``load_init_weights=False`` skips
-        ``config.init_from`` (``from_pretrained`` loads a checkpoint's own weights instead)."""
+        """``fast_tokenizer`` overrides ``config.fast_tokenizer_path``. The weights come from ``weights_from`` (a
+        checkpoint directory or hub id, fetched with ``hub_kwargs``; ``from_pretrained`` passes the checkpoint it
+        loads), else from ``config.init_from``, else they are random; a checkpoint is streamed into an empty model,
+        never held twice. A new policy checks its state normalisation against ``dataset_stats`` (``make_policy``
+        passes the dataset's)."""
         require_package("transformers", extra="pi")
         PreTrainedPolicy.__init__(self, config)  # PI05Policy.__init__ would build pi05's model
         config.validate_features()
         self.config = config
         self.fast_tokenizer = config.load_fast_tokenizer(fast_tokenizer)  # checked against the dataset's action
-        if config.init_from and load_init_weights:
-            config.locate_init_weights()  # a wrong path fails before the model is allocated
+        if weights_from is None:
+            warn_if_state_saturates(config, dataset_stats, "pi05_ki")
+            if config.init_from:
+                config.locate_init_weights()  # a wrong path fails before the model is built
+                weights_from = config.init_from
         self.layout = SplitLayout(self.fast_tokenizer, config.chunk_size, config.split_every)
         if self.layout.n_fast_ids > FAST_ID_BASE + 1:
             raise ValueError(
                 f"the FAST tokenizer has {self.layout.n_fast_ids} ids, more than the {FAST_ID_BASE + 1} PaliGemma ids "
                 "they map onto; fit one with a smaller vocab_size (1024 or 2048 are usual)."
             )
+        check_token_budget(config, self.layout, kwargs.get("dataset_meta"))  # before the first training step
+        self.grammar, self.max_decoding_steps = build_decoding_grammar(
+            self.layout, config.output_features[ACTION].shape[0], config.max_decoding_steps, config.device
+        )
         self._fallback_step: FastActionTokenizerStep | None = None
-        # What the last ``action_decoding='fast'`` call recovered (per-step validity, reasons).
-        self.last_decode: ParsedActions | None = None
+        # What the last ``action_decoding='fast'`` call decoded (tokens, per-step validity, reasons).
+        self.last_decode: DecodeReport | None = None
         self.init_rtc_processor()
-        self.model = PI05KIPytorch(config, self.layout.n_fast_ids, rtc_processor=self.rtc_processor)
+        self.model = PI05KIPytorch(
+            config, self.layout.n_fast_ids, rtc_processor=self.rtc_processor, empty_weights=weights_from is not None
+        )
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        if weights_from is not None:
+            self.load_weights(weights_from, **(hub_kwargs or {}))
         self.model.to(config.device)
+        require_materialized(self, "pi05_ki")
         self.reset()
-        if config.init_from and load_init_weights:
-            self.load_weights(config.init_from)
 
     # ------------------------------------------------------------------ weights
     @classmethod
@@ -492,19 +585,19 @@ class PI05KIPolicy(StateOnlyCameras, PI05Policy):
             )
         fast_dir = checkpoint_fast_tokenizer_dir(pretrained_name_or_path, **hub)
         fast = FastTokenizer.load(fast_dir) if fast_dir is not None else None
-        policy = cls(config, fast_tokenizer=fast, load_init_weights=False, **kwargs)
-        policy.load_weights(pretrained_name_or_path, **hub)
-        policy.to(config.device)
+        policy = cls(config, fast_tokenizer=fast, weights_from=pretrained_name_or_path, hub_kwargs=hub, **kwargs)
         policy.eval()
         return policy
 
     def load_weights(self, pretrained_name_or_path: str | Path, **hub_kwargs: Any) -> None:
-        """Load a pi05 or pi05_ki ``model.safetensors`` (local directory or hub id), strictly.
+        """Load a pi05 or pi05_ki ``model.safetensors`` (local directory or hub id), strictly, streamed into the
+        model (parameters still on the meta device are allocated on ``config.device``).
 
-        Accepts LeRobot's and openpi-converted key names (pi05's own key fixes). Raises ``ValueError`` naming
-        the missing, unexpected and wrongly shaped keys, or the unreadable file; never keeps random weights.
+        Accepts LeRobot's and openpi-converted key names (pi05's own key fixes, applied to the file's header).
+        Raises ``ValueError`` naming the missing, unexpected and wrongly shaped keys, or the unreadable file, before
+        any weight is read; never keeps random weights.
         """
-        path, raw = read_weights(pretrained_name_or_path, INIT_WEIGHTS, **hub_kwargs)
+        path, raw = read_header(pretrained_name_or_path, INIT_WEIGHTS, **hub_kwargs)
         with _quiet_patch_embedding_notes():
             fixed = self._fix_pytorch_state_dict_keys(raw, self.config)
         state = {key if key.startswith("model.") else f"model.{key}": value for key, value in fixed.items()}
@@ -515,7 +608,7 @@ class PI05KIPolicy(StateOnlyCameras, PI05Policy):
             f"max_action_dim={self.config.max_action_dim})"
         )
         hint = "Set the variants and max_action_dim to the checkpoint's, or use a pi05 / pi05_ki checkpoint."
-        load_strictly(self, state, path, model, hint)
+        load_strictly(self, state, path, model, hint, device=self.config.device)
         logger.info("pi05_ki: loaded all %d tensors from %s", len(state), path)
 
     def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
@@ -582,6 +675,10 @@ class PI05KIPolicy(StateOnlyCameras, PI05Policy):
         return loss, logs
 
     # ------------------------------------------------------------------ inference
+    def reset(self) -> None:
+        super().reset()
+        self._previous_action: np.ndarray | None = None  # last executed action of the previous FAST-decoded chunk
+
     def init_rtc_processor(self) -> None:
         """pi05's, refusing RTC with ``action_decoding='fast'``: ``lerobot-rollout --inference.type=rtc`` sets
         ``rtc_config`` on the built policy, past the config's own check, and the FAST decoder would ignore it."""
@@ -592,22 +689,27 @@ class PI05KIPolicy(StateOnlyCameras, PI05Policy):
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs: Unpack[ActionSelectKwargs]) -> Tensor:
-        """pi05's flow sampling (RTC kwargs pass through), or greedy FAST decoding with ``action_decoding='fast'``."""
+        """pi05's flow sampling (RTC kwargs pass through), or with ``action_decoding='fast'`` autoregressive decoding
+        of the FAST head under the exact grammar (greedy, or sampled at ``fast_decoding_temperature``), reported in
+        ``self.last_decode``; like pi0_fast, it never acts on an undecoded (all-zero) chunk."""
         if self.config.action_decoding == "flow":
             return super().predict_action_chunk(batch, **kwargs)
         self.eval()
         images, img_masks = self._preprocess_images(batch)
-        ids = self.model.decode_fast(images, img_masks, batch[OBS_LANGUAGE_TOKENS], batch[OBS_LANGUAGE_ATTENTION_MASK])
+        tokens = batch[OBS_LANGUAGE_TOKENS]
+        self.grammar = self.grammar.to(tokens.device)
+        candidates = self.model.decode_fast(
+            images,
+            img_masks,
+            tokens,
+            batch[OBS_LANGUAGE_ATTENTION_MASK],
+            self.grammar,
+            max_steps=self.max_decoding_steps,
+            temperature=self.config.fast_decoding_temperature,
+        )
         dim = self.config.output_features[ACTION].shape[0]
-        parsed = self.layout.parse(ids.cpu().numpy(), action_dim=dim)
-        self.last_decode = parsed
-        if parsed.n_failed:
-            failed = [row for row in range(len(ids)) if parsed.missing_steps[row] > 0]
-            logger.warning(
-                "pi05_ki FAST decoding: %d of %d chunks lack decodable sub-chunks (first: %s); their steps hold the "
-                "nearest decoded step.",
-                parsed.n_failed,
-                len(ids),
-                ", ".join(parsed.reasons[failed[0]]),
-            )
-        return torch.as_tensor(parsed.actions, dtype=torch.float32, device=ids.device)
+        actions, self.last_decode = actions_from_candidates(
+            self.layout, candidates, dim, self._previous_action, "pi05_ki FAST decoding"
+        )
+        self._previous_action = actions[:, self.config.n_action_steps - 1].copy()
+        return torch.as_tensor(actions, dtype=torch.float32, device=tokens.device)

@@ -5,6 +5,8 @@ this module *replaces* the registry entry with :class:`PI0FastConfig`, a subclas
 core field keeps its name and default, so a core ``config.json`` parses). The replacement is logged and never
 raises (see ``lerobot_fastplus.__init__``). LeRobot then resolves this module's siblings ``modeling_pi0_fast``
 (``PI0FastPolicy``) and ``processor_pi0_fast`` (``make_pi0_fast_pre_post_processors``) by naming convention.
+Core's own config class still resolves to ``pi0_fast`` too (:class:`_CoreClassKeepsItsName`), so scripts that build
+``lerobot.policies.pi0_fast.PI0FastConfig`` directly keep working with the plugin installed.
 
 Additions to the core fields:
 
@@ -14,31 +16,47 @@ Additions to the core fields:
   ``None`` (the default) is resolved by the policy: ``"core"`` when loading a checkpoint whose config does not
   name a layout (it was written by core LeRobot), ``"split"`` otherwise;
 * ``split_every``: steps per sub-chunk (the FAST tokenizer's time horizon);
+* ``init_from``: a pi0_fast checkpoint (hub id such as ``lerobot/pi0fast-base``, or a local directory; core's or
+  this plugin's) whose weights initialise a new policy, loaded strictly. Unlike ``--policy.pretrained_path``, the
+  new policy keeps this plugin's split layout, processors and FAST step; the checkpoint's layout and processors are
+  not used;
 * ``action_bos_token_id`` / ``action_split_token_id`` / ``action_eos_token_id``: vocabulary ids of the
   layout's BOS / SPLIT / EOS. FAST id ``f`` maps to ``257152 - 1 - fast_skip_tokens - f`` and text lies below,
   so these must be among the ``fast_skip_tokens`` skipped ids at the top of the vocabulary (PaliGemma's
   ``<seg>`` tokens, which neither FAST tokens nor ordinary text use).
 
+Core fields with a changed default: ``normalization_mapping`` normalises the state with QUANTILES (core: MEAN_STD),
+as openpi does for pi0-FAST: the prompt writes the state as 256 bins over [-1, 1], and under MEAN_STD every
+``|z| > 1`` lands in the first or last bin (a checkpoint's config.json names its own mapping, so core checkpoints
+load as they were). Actions stay MEAN_STD.
+
 Core fields with a changed meaning: ``action_tokenizer_name`` is the FAST tokenizer (a directory, e.g. written
 by ``fastplus-train-tokenizer``, or a hub id); the decoded horizon is ``chunk_size`` (core decodes
 ``n_action_steps`` steps, wrong when they differ); ``max_action_tokens`` bounds the layout's length in
 training and ``max_decoding_steps`` the generated tokens. ``rtc_config`` must stay unset: real-time chunking
-inpaints a chunk with a continuous denoiser, which an autoregressive token decoder does not have.
+inpaints a chunk with a continuous denoiser, which an autoregressive token decoder does not have. A config that
+names a layout or has no features yet (flags, a training config file) is refused when parsed; one with features
+but no layout (a checkpoint's config.json, written by core pi0_fast) is refused when a new policy is built from it,
+and loaded without RTC, with a warning, by ``PI0FastPolicy.from_pretrained`` (core never ran RTC on pi0_fast).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from lerobot.configs import PreTrainedConfig
+from lerobot.configs.types import NormalizationMode
 from lerobot.policies.pi0_fast.configuration_pi0_fast import PI0FastConfig as CorePI0FastConfig
 
 from lerobot_fastplus.fast.tokenizer import FastTokenizer
 from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, PALIGEMMA_VOCAB_SIZE
+from lerobot_fastplus.policies.common.checkpoint import locate_init_weights
 from lerobot_fastplus.policies.common.validation import (
     policy_fast_tokenizer,
     require_action_feature,
+    resolve_split_every,
     show_config_errors_on_the_cli,
 )
 
@@ -46,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 TYPE_NAME = "pi0_fast"
 ACTION_LAYOUTS = ("split", "core")
+ACTION_HEADS = ("embedding", "lm_head")
 DEFAULT_SKIP_TOKENS = 128
 # PaliGemma's <seg> ids (the 128 skipped ids at the top of the vocabulary).
 SEG_IDS = range(PALIGEMMA_VOCAB_SIZE - DEFAULT_SKIP_TOKENS, PALIGEMMA_VOCAB_SIZE)
@@ -57,13 +76,48 @@ RTC_REFUSAL = (
 )
 
 
+class _CoreClassKeepsItsName(type(CorePI0FastConfig)):
+    """Metaclass of :class:`PI0FastConfig`: the plugin's class compares equal (``==``, never ``is``) to core's.
+
+    The registry maps ``pi0_fast`` to the plugin's class, and draccus names a config class by comparing it with the
+    registry's values using ``==`` (``ChoiceRegistryBase.get_choice_name``). Without this, core's class would have
+    no name: its ``.type``, saving it and ``make_pre_post_processors`` on it raise "Cannot find choice name". Equal
+    to the registered class, it is named ``pi0_fast`` again, while parsing a ``pi0_fast`` config still gives the
+    plugin's class. Only this one equality changes: hashes stay distinct (dicts and sets keyed by class still tell
+    the two apart) and ``is``, ``isinstance`` and ``issubclass`` are untouched. The alternatives patch draccus' or
+    LeRobot's code, or register core's class under a second name, which would change the type core writes.
+    """
+
+    def __eq__(cls, other: object) -> bool:
+        # the plugin's class, not its subclasses (it may be asked while the class is still being created)
+        return cls is other or (other is CorePI0FastConfig and cls.__bases__ == (CorePI0FastConfig,))
+
+    __hash__ = type.__hash__
+
+
 @dataclass
-class PI0FastConfig(CorePI0FastConfig):
+class PI0FastConfig(CorePI0FastConfig, metaclass=_CoreClassKeepsItsName):
+    normalization_mapping: dict[str, NormalizationMode] = field(
+        default_factory=lambda: {
+            "VISUAL": NormalizationMode.IDENTITY,
+            "STATE": NormalizationMode.QUANTILES,
+            "ACTION": NormalizationMode.MEAN_STD,
+        }
+    )
+    # None: the exact grammar's bound, the longest sequence the layout allows (known once the policy has its FAST
+    # tokenizer and action dimension); a smaller value is refused then.
+    max_decoding_steps: int | None = None
     action_layout: str | None = None
-    split_every: int = 10
+    # Output head that scores the action ids: "embedding" (the input embedding, tied as in PaliGemma and pi05_ki;
+    # the split layout's default) or "lm_head" (core's untied copy: core checkpoints, and split-layout checkpoints
+    # saved before this field existed). None is resolved by the policy, like action_layout.
+    action_head: str | None = None
+    # None: DEFAULT_SPLIT_EVERY steps, or chunk_size when the chunk is shorter
+    split_every: int | None = None
     action_bos_token_id: int = SEG_IDS[0]
     action_split_token_id: int = SEG_IDS[1]
     action_eos_token_id: int = SEG_IDS[2]
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         # The core __post_init__ accepts only the two published variants; its other checks are repeated here.
@@ -78,17 +132,23 @@ class PI0FastConfig(CorePI0FastConfig):
             )
         if self.dtype not in ("bfloat16", "float32"):
             raise ValueError(f"dtype must be 'bfloat16' or 'float32', got {self.dtype!r}.")
-        if self.rtc_config is not None:
-            raise ValueError(RTC_REFUSAL)
+        if self.rtc_config is not None and (self.action_layout is not None or not self.output_features):
+            raise ValueError(RTC_REFUSAL)  # not a core checkpoint's config.json (see the module docstring)
         if self.action_layout is not None and self.action_layout not in ACTION_LAYOUTS:
             raise ValueError(
                 f"action_layout={self.action_layout!r}; use 'split' (this plugin's layout) or 'core' (checkpoints "
                 "trained by LeRobot's core pi0_fast)."
             )
+        if self.action_head is not None and self.action_head not in ACTION_HEADS:
+            raise ValueError(f"action_head={self.action_head!r}; use one of {ACTION_HEADS}.")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}.")
-        if self.max_decoding_steps < 1:
-            raise ValueError(f"max_decoding_steps must be positive, got {self.max_decoding_steps}.")
+        if self.max_decoding_steps is not None and self.max_decoding_steps < 1:
+            raise ValueError(
+                f"max_decoding_steps must be positive (or unset: the exact grammar's bound), got "
+                f"{self.max_decoding_steps}."
+            )
+        self.split_every = resolve_split_every(self.split_every, self.chunk_size)
         self.validate_layout()
 
     @property
@@ -118,11 +178,13 @@ class PI0FastConfig(CorePI0FastConfig):
             self, self.action_tokenizer_name, "--policy.action_tokenizer_name", tokenizer, split_every
         )
 
+    def locate_init_weights(self) -> Path:
+        """``model.safetensors`` of ``init_from``, checked before a policy builds its model."""
+        return locate_init_weights(self.init_from, "pi0_fast")
+
     def validate_layout(self) -> None:
-        """Check the layout fields. With ``action_layout=None`` the layout is only known once the policy is built
-        (``"core"`` for a checkpoint written by core LeRobot, whose ``chunk_size`` may be below the default
-        ``split_every``), so a ``split_every`` larger than ``chunk_size`` is refused when it resolves to split."""
-        if self.action_layout == "split" and not 0 < self.split_every <= self.chunk_size:
+        """Check the layout fields (``split_every`` does not apply to core's layout, one FAST chunk)."""
+        if self.action_layout != "core" and not 0 < self.split_every <= self.chunk_size:
             raise ValueError(
                 f"split_every={self.split_every} must be in [1, chunk_size={self.chunk_size}]: it is the number of "
                 "steps per FAST sub-chunk (use the FAST tokenizer's time horizon, 10 by default). A last sub-chunk "
@@ -131,11 +193,11 @@ class PI0FastConfig(CorePI0FastConfig):
         if not 0 < self.fast_skip_tokens < PALIGEMMA_VOCAB_SIZE:
             raise ValueError(f"fast_skip_tokens={self.fast_skip_tokens} must be in [1, {PALIGEMMA_VOCAB_SIZE}).")
         shortest = 1 + 2 * self.n_subchunks  # BOS, then one token and one SPLIT/EOS per sub-chunk
-        if self.max_action_tokens < shortest or self.max_decoding_steps < shortest - 1:
+        if self.max_action_tokens < shortest:
             raise ValueError(
-                f"max_action_tokens={self.max_action_tokens} / max_decoding_steps={self.max_decoding_steps} cannot "
-                f"hold even the shortest layout of {self.n_subchunks} sub-chunks ({shortest} tokens with BOS); raise "
-                "them (256 fits most data) or raise split_every."
+                f"max_action_tokens={self.max_action_tokens} cannot hold even the shortest layout of "
+                f"{self.n_subchunks} sub-chunks ({shortest} tokens with BOS); raise it (256 fits most data) or raise "
+                "split_every."
             )
         skipped = range(self.fast_id_base + 1, PALIGEMMA_VOCAB_SIZE)
         names = ("action_bos_token_id", "action_split_token_id", "action_eos_token_id")

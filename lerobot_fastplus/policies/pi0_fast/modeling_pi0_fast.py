@@ -6,12 +6,14 @@ Same parameters and state-dict keys as core ``PI0FastPolicy`` (core checkpoints 
   causally. With the split layout the prompt ends in ``Action: `` and the action tokens are
   ``BOS, sub-chunk tokens, SPLIT, ..., EOS`` with dedicated ids; core checkpoints keep their own layout.
 * Loss only where there are targets: hidden states of the positions that predict a target token are gathered
-  *before* the LM head, which then scores only the candidates (FAST ids, SPLIT, EOS). Core's layout is trained
-  over the full vocabulary, as core trained it, but also only at target positions.
-* Constrained decoding (KV cache or not, greedy or sampled): at each step only legal candidates are scored (a
-  slice of the LM head) and chosen (``decoding.SplitGrammar``); each row stops at EOS and the batch when all
-  rows are done. The horizon is ``chunk_size``; every complete sub-chunk is used, missing steps are filled by
-  the documented rule and reported (``last_decode`` and a warning).
+  *before* the LM head, which then scores only the candidates (FAST ids, SPLIT, EOS). With the split layout the
+  head is the input embedding (tied, as in PaliGemma), so core's untied ``lm_head`` gets no gradient. Core's layout
+  is trained through core's ``lm_head`` over the full vocabulary, as core trained it, but also only at target
+  positions.
+* Exact-grammar decoding (KV cache or not, greedy or sampled): at each step only the candidates that keep the
+  sequence decodable are scored (a slice of the LM head) and chosen (``fast.layout_grammar``): every chunk comes out
+  complete, with every coefficient inside the FAST tokenizer's range; each row stops at EOS and the batch when all
+  rows are done. The horizon is ``chunk_size``; ``last_decode`` reports what was decoded.
 * No hub access in ``__init__`` for the split layout (the FAST tokenizer may be a local directory and is saved
   inside each checkpoint), any image size, the ``gemma_tiny`` variant, state-only datasets (no camera).
 """
@@ -45,7 +47,6 @@ from lerobot.utils.constants import (
 from lerobot.utils.import_utils import require_package
 from torch import Tensor, nn
 from transformers import AutoTokenizer
-from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb
 
 from lerobot_fastplus.fast.split_layout import SplitLayout
 from lerobot_fastplus.fast.tokenizer import FastTokenizer
@@ -62,10 +63,22 @@ from lerobot_fastplus.policies.common.checkpoint import (
     FAST_TOKENIZER_DIR,
     checkpoint_fast_tokenizer_dir,
     load_strictly,
-    read_weights,
+    read_header,
 )
-from lerobot_fastplus.policies.common.decoding import GrammarState, SplitGrammar, choose, fill_undecoded_chunks
+from lerobot_fastplus.policies.common.construction import build_dtype, parameters_on_meta, require_materialized
+from lerobot_fastplus.policies.common.decoding import (
+    DecodeReport,
+    ExactGrammar,
+    actions_from_candidates,
+    build_decoding_grammar,
+    cached_language_model_step,
+    decode_constrained,
+    resolve_decoding_limit,
+)
+from lerobot_fastplus.policies.common.state_saturation import warn_if_state_saturates
+from lerobot_fastplus.policies.common.token_budget import check_token_budget
 from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import RTC_REFUSAL, PI0FastConfig
+from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import compute_layer_ki
 
 logger = logging.getLogger(__name__)
 
@@ -92,43 +105,34 @@ class ActionVocabulary:
         return torch.cat([self.local_to_vocab[:n], self.local_to_vocab[n + 1 :]])
 
 
-@dataclass(frozen=True)
-class DecodeReport:
-    """What the last ``predict_action_chunk`` decoded, per batch row."""
-
-    tokens: np.ndarray  # generated tokens (after BOS, up to and including EOS)
-    missing_steps: np.ndarray  # steps of the chunk that no complete, decodable sub-chunk covered
-    held_origin: np.ndarray  # nothing decoded and no earlier action: the row holds the normalised origin
-    reasons: list[list[str]]
-
-    @property
-    def n_incomplete(self) -> int:
-        return int((self.missing_steps > 0).sum())
-
-
 class FastPlusPaliGemma(PI0FastPaliGemma):
     """Core pi0_fast's PaliGemma, built from a variant name (``gemma_tiny`` allowed) at the configured image size."""
 
     def __init__(self, config: PI0FastConfig) -> None:
         nn.Module.__init__(self)  # the parent hard-codes the published SigLIP and ignores image_resolution
-        hf_config = paligemma_hf_config(config.paligemma_variant, config.image_resolution[0], use_adarms=False)
-        self.paligemma = PaliGemmaForConditionalGenerationWithPiGemma(config=hf_config)
+        with build_dtype(config.dtype):  # created in the target dtype (SigLIP in fp32), not all in fp32 and then cast
+            size = config.image_resolution[0]
+            hf_config = paligemma_hf_config(config.paligemma_variant, size, text_dtype=config.dtype)
+            self.paligemma = PaliGemmaForConditionalGenerationWithPiGemma(config=hf_config)
         self.to_bfloat16_for_selected_params(config.dtype)
 
 
 class FastPlusPI0FastPytorch(PI0FastPytorch):
     """Core pi0_fast's model with target-only loss and constrained decoding over an :class:`ActionVocabulary`."""
 
-    def __init__(self, config: PI0FastConfig, vocab: ActionVocabulary) -> None:
+    def __init__(self, config: PI0FastConfig, vocab: ActionVocabulary, *, empty_weights: bool = False) -> None:
+        """``empty_weights``: parameters on the meta device, for a checkpoint to fill (``common.construction``)."""
         nn.Module.__init__(self)  # the parent only knows the published variants
         if config.image_resolution[0] != config.image_resolution[1]:
             raise ValueError(f"PaliGemma needs square images; image_resolution={config.image_resolution}.")
         self.config = config
         self.rtc_processor = None
         self._paligemma_tokenizer = None
-        self.paligemma_with_expert = FastPlusPaliGemma(config)
+        with parameters_on_meta(empty_weights):
+            self.paligemma_with_expert = FastPlusPaliGemma(config)
+        if config.action_head == "embedding":  # the head is the tied input embedding: no loss reaches lm_head
+            self.paligemma_with_expert.paligemma.lm_head.weight.requires_grad_(False)
         self.gradient_checkpointing_enabled = False
-        self.grammar: SplitGrammar | None = None
         # non-persistent: the state dict stays exactly core pi0_fast's
         self.register_buffer("local_to_vocab", vocab.local_to_vocab.clone(), persistent=False)
         self.register_buffer("candidate_vocab", vocab.candidates.clone(), persistent=False)
@@ -184,14 +188,34 @@ class FastPlusPI0FastPytorch(PI0FastPytorch):
         action_ids: Tensor,
         action_valid: Tensor,
     ) -> Tensor:
-        """Final hidden states ``[B, L, width]`` of the action tokens (teacher forcing)."""
+        """Final hidden states ``[B, L, width]`` of the action tokens (teacher forcing).
+
+        The layers are pi05_ki's (``compute_layer_ki`` on the backbone alone), the same computation as the language
+        model's forward over the joint sequence minus what the mask or the loss discards: image/prompt queries attend
+        to image/prompt keys only, and in the last layer only the action tokens get queries and outputs."""
         embs, pad, ar = self.embed_sequence(images, img_masks, tokens, masks, action_ids)
         pad[:, -action_ids.shape[1] :] = action_valid.bool()
-        hidden, _ = self._backbone(embs, make_att_2d_masks(pad, ar), torch.cumsum(pad, dim=1) - 1)
-        return hidden[:, -action_ids.shape[1] :]
+        mask = prepare_attention_masks_4d(make_att_2d_masks(pad, ar), dtype=embs.dtype)
+        positions = torch.cumsum(pad, dim=1) - 1
+        language_model = self.paligemma_with_expert.paligemma.model.language_model
+        hidden = [embs]
+        for depth, layer in enumerate(language_model.layers, start=1):
+            last = depth == len(language_model.layers)
+            hidden = self._apply_checkpoint(
+                compute_layer_ki, hidden, mask, positions, [None], (layer,), language_model.rotary_emb,
+                n_fast=action_ids.shape[1], fast_outputs_only=last,
+            )  # fmt: skip
+        return language_model.norm(hidden[0])[0]
 
     def lm_head_weight(self) -> Tensor:
-        return self.paligemma_with_expert.paligemma.lm_head.weight
+        """The output head (``config.action_head``). "embedding": the input embedding, tied as in PaliGemma, openpi's
+        pi0-FAST and pi05_ki; the loss reads only its ~1k action rows, where a separate trained head would put a
+        second vocabulary-sized tensor through every optimizer step. "lm_head": core's untied copy, as core trained
+        it."""
+        paligemma = self.paligemma_with_expert.paligemma
+        if self.config.action_head == "lm_head":
+            return paligemma.lm_head.weight
+        return paligemma.model.language_model.embed_tokens.weight
 
     def forward(
         self,
@@ -213,37 +237,16 @@ class FastPlusPI0FastPytorch(PI0FastPytorch):
         hidden = self.action_hidden(images, img_masks, tokens, masks, action_ids, action_valid)
         predicted = target[:, 1:].bool()
         selected = hidden[:, :-1][predicted].float()
-        weight = self.lm_head_weight() if full_vocabulary else self.lm_head_weight()[self.candidate_vocab]
+        head = self.lm_head_weight()
+        # candidate rows of the tied head get a sparse gradient, which autograd adds into the dense gradient of the
+        # embedding lookup instead of allocating a second dense [vocabulary, width] one (an untied lm_head gets a
+        # dense one: AdamW takes no sparse gradient)
+        tied = self.config.action_head == "embedding"
+        weight = head if full_vocabulary else F.embedding(self.candidate_vocab, head, sparse=tied)
         logits = selected @ weight.float().T
         y = labels[:, 1:][predicted]
         ce = F.cross_entropy(logits, y, reduction="none")
         return ce, logits.argmax(dim=-1) == y, predicted.nonzero()[:, 0]
-
-    def _cached_step(self, emb: Tensor, key_pad: Tensor, keys: list[Tensor], values: list[Tensor]) -> Tensor:
-        """One decoding step ``[B, 1, width]`` through the language model against the KV cache ``keys`` / ``values``
-        (one tensor per layer, extended in place), with the layers' own modules but none of the generic
-        per-call machinery (mask building, cache objects): the step costs about half as much."""
-        language_model = self.paligemma_with_expert.paligemma.model.language_model
-        position = key_pad.sum(dim=1, keepdim=True) - 1
-        cos, sin = language_model.rotary_emb(emb, position)
-        mask = prepare_attention_masks_4d(key_pad[:, None, :], dtype=emb.dtype)
-        hidden = emb
-        for i, layer in enumerate(language_model.layers):
-            attn = layer.self_attn
-            x, _ = layer.input_layernorm(hidden)
-            shape = (*x.shape[:-1], -1, attn.head_dim)
-            query = attn.q_proj(x).view(shape).transpose(1, 2)
-            key = attn.k_proj(x).view(shape).transpose(1, 2)
-            query, key = apply_rotary_pos_emb(query, key, cos, sin)
-            keys[i] = torch.cat([keys[i], key], dim=2)
-            values[i] = torch.cat([values[i], attn.v_proj(x).view(shape).transpose(1, 2)], dim=2)
-            out = F.scaled_dot_product_attention(
-                query, keys[i], values[i], attn_mask=mask, scale=attn.scaling, enable_gqa=True
-            )
-            hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(*x.shape[:-1], -1))
-            x, _ = layer.post_attention_layernorm(hidden)
-            hidden = hidden + layer.mlp(x)
-        return language_model.norm(hidden)[0]
 
     @torch.no_grad()
     def generate(
@@ -252,46 +255,42 @@ class FastPlusPI0FastPytorch(PI0FastPytorch):
         img_masks: list[Tensor],
         tokens: Tensor,
         masks: Tensor,
+        grammar: ExactGrammar,
         *,
-        n_subchunks: int,
-        max_steps: int,
+        max_steps: int | None = None,
         temperature: float = 0.0,
         use_kv_cache: bool = True,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Constrained decoding: candidate indices ``[B, <= max_steps]`` (FAST ``0..n-1``, SPLIT ``n``, EOS
-        ``n + 1``), EOS-padded once a row is done; stops early when every row is done."""
-        grammar = SplitGrammar(self.n_fast, n_subchunks)
+        """Constrained decoding: candidate indices ``[B, <= grammar.max_length]`` (FAST ``0..n-1``, SPLIT ``n``, EOS
+        ``n + 1``), EOS-padded once a row is done; stops early when every row is done (``decode_constrained``)."""
         batch = tokens.shape[0]
         start = self.start_ids[None].expand(batch, -1)
         embs, pad, ar = self.embed_sequence(images, img_masks, tokens, masks, start)
         weight = self.lm_head_weight()[self.candidate_vocab].float()  # only the ids that can come next
-        state = GrammarState.start(batch, tokens.device)
-        generated: list[Tensor] = []
-        cache = None
         hidden, cache = self._backbone(
             embs, make_att_2d_masks(pad, ar), torch.cumsum(pad, dim=1) - 1, use_cache=use_kv_cache
         )
-        last = hidden[:, -1]
+        language_model = self.paligemma_with_expert.paligemma.model.language_model
         if use_kv_cache:
             keys = [layer.keys for layer in cache.layers]
             values = [layer.values for layer in cache.layers]
-        for _ in range(max_steps):
-            chosen = choose(last.float() @ weight.T, grammar.legal(state), temperature, generator)
-            generated.append(chosen)
-            state = grammar.advance(state, chosen)
-            if bool(state.done.all()) or len(generated) == max_steps:
-                break
+
+        def step(chosen: Tensor) -> Tensor:
+            nonlocal embs, pad, ar
             new_emb = self.paligemma_with_expert.embed_language_tokens(self.candidate_vocab[chosen][:, None])
+            new_emb = new_emb.to(embs.dtype)
             pad = torch.cat([pad, torch.ones_like(pad[:, :1])], dim=1)
-            ar = torch.cat([ar, torch.ones_like(ar[:, :1])], dim=1)
             if use_kv_cache:
-                hidden = self._cached_step(new_emb.to(embs.dtype), pad, keys, values)
-            else:
-                embs = torch.cat([embs, new_emb.to(embs.dtype)], dim=1)
-                hidden, _ = self._backbone(embs, make_att_2d_masks(pad, ar), torch.cumsum(pad, dim=1) - 1)
-            last = hidden[:, -1]
-        return torch.stack(generated, dim=1)
+                return cached_language_model_step(language_model, new_emb, pad, keys, values)
+            embs = torch.cat([embs, new_emb], dim=1)
+            ar = torch.cat([ar, torch.ones_like(ar[:, :1])], dim=1)
+            out, _ = self._backbone(embs, make_att_2d_masks(pad, ar), torch.cumsum(pad, dim=1) - 1)
+            return out[:, -1]
+
+        return decode_constrained(
+            hidden[:, -1], step, weight, grammar, max_steps=max_steps, temperature=temperature, generator=generator
+        )
 
 
 class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
@@ -300,17 +299,38 @@ class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
     config_class = PI0FastConfig
     name = "pi0_fast"
 
-    def __init__(self, config: PI0FastConfig, *, fast_tokenizer: FastTokenizer | None = None, **kwargs: Any) -> None:
-        """``fast_tokenizer`` overrides ``config.action_tokenizer_name`` (``from_pretrained`` passes the copy
-        saved in the checkpoint)."""
+    def __init__(
+        self,
+        config: PI0FastConfig,
+        *,
+        fast_tokenizer: FastTokenizer | None = None,
+        weights_from: str | Path | None = None,
+        hub_kwargs: dict[str, Any] | None = None,
+        dataset_stats: dict[str, dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``fast_tokenizer`` overrides ``config.action_tokenizer_name`` (``from_pretrained`` passes the copy saved in
+        the checkpoint). The weights come from ``weights_from`` (a checkpoint directory or hub id, fetched with
+        ``hub_kwargs``; ``from_pretrained`` passes the checkpoint it loads), else from ``config.init_from``, else they
+        are random; a checkpoint is streamed into an empty model, never held twice. A new policy checks its state
+        normalisation against ``dataset_stats`` (``make_policy`` passes the dataset's)."""
         require_package("transformers", extra="pi")
         PreTrainedPolicy.__init__(self, config)  # the core __init__ loads both tokenizers from the hub
         if not isinstance(config, PI0FastConfig):
             raise ValueError(f"{type(self).__name__} needs the plugin's PI0FastConfig, got {type(config).__name__}.")
         config.validate_features()
+        if weights_from is None:
+            if config.rtc_config is not None:
+                raise ValueError(RTC_REFUSAL)  # a config.json without layout passes the config's own check
+            warn_if_state_saturates(config, dataset_stats, "pi0_fast")
+            if config.init_from:
+                config.locate_init_weights()  # a wrong path fails before the model is built
+                weights_from = config.init_from
         if config.action_layout is None:
             config.action_layout = "split"
             config.validate_layout()
+        if config.action_head is None:
+            config.action_head = "lm_head" if config.action_layout == "core" else "embedding"
         self.config = config
         self.fast_tokenizer = config.load_fast_tokenizer(fast_tokenizer)  # checked against the dataset's action
         core = config.action_layout == "core"
@@ -322,6 +342,9 @@ class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
                 f"the FAST tokenizer has {n_fast} ids, more than the {config.fast_id_base + 1} vocabulary ids they map "
                 "onto; fit one with a smaller vocab_size (1024 or 2048 are usual)."
             )
+        if not core:  # core's layout is tokenized by core's processor step
+            check_token_budget(config, self.layout, kwargs.get("dataset_meta"))  # before the first training step
+        self.grammar, self.max_decoding_steps = self._decoding_grammar()
         fast_vocab = config.fast_id_base - torch.arange(n_fast)
         bos, split, eos = config.action_special_ids
         start = [bos]
@@ -330,13 +353,33 @@ class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
         vocab = ActionVocabulary(torch.cat([fast_vocab, torch.tensor([bos, split, eos])]), torch.tensor(start))
         self.rtc_processor = None
         self.init_rtc_processor()
-        self.model = FastPlusPI0FastPytorch(config, vocab)
+        self.model = FastPlusPI0FastPytorch(config, vocab, empty_weights=weights_from is not None)
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        if weights_from is not None:
+            self.load_weights(weights_from, **(hub_kwargs or {}))
         self.model.to(config.device)
+        require_materialized(self, "pi0_fast")
         self._fallback_step: FastActionTokenizerStep | None = None
         self.last_decode: DecodeReport | None = None
         self.reset()
+
+    def _decoding_grammar(self) -> tuple[ExactGrammar, int]:
+        """The exact grammar of the layout and the decode's step limit (``max_decoding_steps``, by default the
+        grammar's bound). A core checkpoint's limit (core's default 256) was a budget for grammar-less decoding: when
+        it is below the bound, the bound is used instead, with a note."""
+        action_dim, requested = self.config.output_features[ACTION].shape[0], self.config.max_decoding_steps
+        grammar, limit = build_decoding_grammar(self.layout, action_dim, None, self.config.device)
+        if self.config.action_layout == "core" and requested is not None and requested < limit:
+            logger.warning(
+                "pi0_fast: max_decoding_steps=%d (core checkpoint) is below the exact grammar's bound of %d tokens "
+                "for this chunk; decoding up to %d so that every chunk completes.",
+                requested,
+                limit,
+                limit,
+            )
+            return grammar, limit
+        return grammar, resolve_decoding_limit(requested, grammar.tables, "--policy.max_decoding_steps")
 
     def _core_layout_ids(self) -> tuple[int, int, list[int]]:
         """Core pi0_fast's text BOS, end-of-action ``|`` and opening ``<bos> Action: `` ids (text tokenizer)."""
@@ -386,7 +429,8 @@ class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
         """Load a pi0_fast checkpoint (this plugin's or core LeRobot's), strictly; raises on any mismatch.
 
         A checkpoint whose config names no ``action_layout`` was written by core pi0_fast and is decoded with
-        core's layout (``<bos> Action: <FAST tokens> |``), the way it was trained.
+        core's layout (``<bos> Action: <FAST tokens> |``), the way it was trained; an ``rtc_config`` in it is dropped
+        with a warning (core pi0_fast never ran RTC).
         """
         if not strict:
             raise ValueError("pi0_fast always loads strictly (a partial load would silently keep random weights).")
@@ -404,6 +448,15 @@ class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
             raise ValueError(
                 f"{pretrained_name_or_path} holds a {type(config).__name__} ('{config.type}'), not a pi0_fast config."
             )
+        if config.action_layout is None and config.rtc_config is not None:
+            logger.warning(
+                "pi0_fast: %s names an rtc_config, which core pi0_fast never used; loading it without RTC (%s)",
+                pretrained_name_or_path,
+                RTC_REFUSAL,
+            )
+            config.rtc_config = None
+        if config.action_head is None:  # written by core, or by this plugin before the head was tied
+            config.action_head = "lm_head"
         if config.action_layout is None:
             config.action_layout = "core"
             logger.info(
@@ -413,23 +466,22 @@ class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
             )
         fast_dir = checkpoint_fast_tokenizer_dir(pretrained_name_or_path, **hub)
         fast = FastTokenizer.load(fast_dir) if fast_dir is not None else None
-        policy = cls(config, fast_tokenizer=fast, **kwargs)
-        policy.load_weights(pretrained_name_or_path, **hub)
-        policy.to(config.device)
+        policy = cls(config, fast_tokenizer=fast, weights_from=pretrained_name_or_path, hub_kwargs=hub, **kwargs)
         policy.eval()
         return policy
 
     def load_weights(self, pretrained_name_or_path: str | Path, **hub_kwargs: Any) -> None:
-        """Load ``model.safetensors`` (local directory or hub id) strictly; ``ValueError`` names every missing,
-        unexpected or wrongly shaped tensor. Accepts core's key variants (no ``model.`` prefix, no input
+        """Load ``model.safetensors`` (local directory or hub id) strictly, streamed into the model (parameters still
+        on the meta device are allocated on ``config.device``); ``ValueError`` names every missing, unexpected or
+        wrongly shaped tensor before any weight is read. Accepts core's key variants (no ``model.`` prefix, no input
         embedding: it is then copied from the LM head, as core does)."""
-        path, raw = read_weights(pretrained_name_or_path, "pi0_fast", **hub_kwargs)
+        path, raw = read_header(pretrained_name_or_path, "pi0_fast", **hub_kwargs)
         state = {key if key.startswith("model.") else f"model.{key}": value for key, value in raw.items()}
         if EMBED_KEY not in state and LM_HEAD_KEY in state:
             state[EMBED_KEY] = state[LM_HEAD_KEY].clone()
         hint = "Set paligemma_variant and image_resolution to the checkpoint's."
         model = f"pi0_fast model ({self.config.paligemma_variant}, image {self.config.image_resolution[0]}px)"
-        load_strictly(self, state, path, model, hint)
+        load_strictly(self, state, path, model, hint, device=self.config.device)
         logger.info("pi0_fast: loaded all %d tensors from %s", len(state), path)
 
     def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
@@ -501,41 +553,31 @@ class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs: Unpack[ActionSelectKwargs]) -> Tensor:
-        """A ``[B, chunk_size, action_dim]`` chunk (normalised), decoded with constrained sampling.
+        """A ``[B, chunk_size, action_dim]`` chunk (normalised), decoded under the exact grammar, so every chunk is
+        complete and every coefficient inside the FAST tokenizer's range. ``self.last_decode`` reports the tokens.
 
-        Missing steps (sub-chunks not generated before the step limit, or not decodable) hold the nearest decoded
-        step of the same chunk; a chunk with nothing decoded repeats the last action executed from the previous
-        chunk (step ``n_action_steps - 1``) or, at the start of an episode, holds the normalised origin (the
-        dataset's central action). Every such chunk is counted in ``self.last_decode`` and logged as a warning.
+        Should a chunk ever miss steps (no path of the grammar allows it), they hold the nearest decoded step, or the
+        last action executed from the previous chunk (step ``n_action_steps - 1``), or at the start of an episode
+        the normalised origin (the dataset's central action), with a warning.
         """
         self.eval()
         temperature = kwargs.get("temperature")
         images, img_masks = self._preprocess_images(batch)
         tokens, masks = batch[OBS_LANGUAGE_TOKENS], batch[OBS_LANGUAGE_ATTENTION_MASK]
+        self.grammar = self.grammar.to(tokens.device)
         generated = self.model.generate(
             images,
             img_masks,
             tokens,
             masks,
-            n_subchunks=self.layout.n_subchunks,
-            max_steps=self.config.max_decoding_steps,
+            self.grammar,
+            max_steps=self.max_decoding_steps,
             temperature=self.config.temperature if temperature is None else float(temperature),
             use_kv_cache=self.config.use_kv_cache,
         )
-        local = generated.cpu().numpy()
-        local = np.where(local < self.layout.n_fast_ids, local, local + 1)  # candidate index -> layout id
-        parsed = self.layout.parse(local, action_dim=self.config.output_features[ACTION].shape[0])
-        actions, held_origin = fill_undecoded_chunks(parsed.actions, parsed.step_valid, self._previous_action)
-        self.last_decode = DecodeReport(local, parsed.missing_steps, held_origin, parsed.reasons)
-        if self.last_decode.n_incomplete:
-            logger.warning(
-                "pi0_fast: %d of %d chunks decoded incompletely (missing steps per chunk: %s; %d held the "
-                "normalised origin for lack of any decoded step); first reason: %s",
-                self.last_decode.n_incomplete,
-                len(local),
-                parsed.missing_steps.tolist(),
-                int(held_origin.sum()),
-                next((r[0] for r in parsed.reasons if r), "undecodable tokens"),
-            )
+        action_dim = self.config.output_features[ACTION].shape[0]
+        actions, self.last_decode = actions_from_candidates(
+            self.layout, generated, action_dim, self._previous_action, "pi0_fast"
+        )
         self._previous_action = actions[:, self.config.n_action_steps - 1].copy()
         return torch.as_tensor(actions, dtype=torch.float32, device=tokens.device)
