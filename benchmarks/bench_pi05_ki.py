@@ -215,6 +215,7 @@ def main() -> None:
         train = {name: [] for name in trained}
         peak = {name: [] for name in trained}
         sample = {name: [] for name in sampled}
+        disagreement: list[float] = []  # pi05_ki sampling with report_disagreement (flow + one FAST decode)
         for _ in range(args.rounds):  # interleaved, so drifting machine load hits all alike
             for name in trained:
                 seconds, rss = timed(steps[name], args.warmup, args.repeats)
@@ -226,6 +227,10 @@ def main() -> None:
                     sample[name].append(
                         timed(lambda p=policy: p.predict_action_chunk(obs), args.warmup, args.repeats)[0]
                     )
+                    if policy is ki:
+                        ki.config.report_disagreement = True
+                        disagreement.append(timed(lambda: ki.predict_action_chunk(obs), args.warmup, args.repeats)[0])
+                        ki.config.report_disagreement = False
 
     fast_tokens = batch[ACTION_TOKEN_VALID_KEY].sum(1).float().mean().item()
     n_targets = int(batch[ACTION_TOKEN_TARGET_KEY][:, 1:].sum())
@@ -254,6 +259,9 @@ def main() -> None:
     print(f"  = pi05_ki without FAST tokens / pi05 {step['pi05_ki no FAST'] / step['pi05 (core)']:.2f}x (KI's own "
           f"machinery) x pi05_ki / pi05_ki without FAST tokens {step['pi05_ki'] / step['pi05_ki no FAST']:.2f}x (the "
           "FAST tokens' own time)")  # fmt: skip
+    flow_s, both_s = statistics.median(sample["pi05_ki"]), statistics.median(disagreement)
+    print(f"pi05_ki with --policy.report_disagreement=true: {both_s:.4f} s per chunk (B=1) vs {flow_s:.4f} s flow "
+          f"only ({both_s / flow_s:.2f}x; random weights: long FAST decodes)")  # fmt: skip
     print(f"pi0_fast / pi05_ki, same batch: train step {step['pi0_fast'] / step['pi05_ki']:.2f}x (target <= 1.00x)")
 
 

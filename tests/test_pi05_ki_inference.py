@@ -3,6 +3,8 @@ FAST decoding consistent with the training forward (tiny variant, CPU)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from ki_helpers import CHUNK, DIM, action_chunks, make_assets, make_config, raw_batch
@@ -148,3 +150,28 @@ def test_fast_decoding_never_acts_on_an_undecoded_chunk(setup, caplog) -> None:
         policy.model.decode_fast = original
         policy.config.action_decoding = "flow"
         policy.reset()
+
+
+def test_reported_disagreement_is_the_two_decodings_distance_and_changes_no_action(setup, caplog) -> None:
+    policy, obs = setup
+    steps = policy.config.n_action_steps
+    torch.manual_seed(3)
+    plain = policy.predict_action_chunk(obs)
+    policy.config.report_disagreement = True
+    try:
+        torch.manual_seed(3)
+        with caplog.at_level(logging.INFO):
+            flow = policy.predict_action_chunk(obs)
+        disagreement = policy.last_disagreement
+        assert torch.equal(flow, plain)  # the executed flow chunk is the one without the option
+        policy.config.action_decoding = "fast"
+        fast = policy.predict_action_chunk(obs)
+        assert policy.last_decode.n_incomplete == 0
+    finally:
+        policy.config.report_disagreement = False
+        policy.config.action_decoding = "flow"
+    expected = (flow[:, :steps] - fast[:, :steps]).pow(2).mean(dim=(1, 2))
+    assert disagreement.shape == (2,) and torch.isfinite(disagreement).all()
+    torch.testing.assert_close(disagreement, expected)  # greedy FAST decoding is deterministic
+    assert policy.last_disagreement.shape == (2,)  # acting on the FAST head, flow was decoded to compare
+    assert "AR-vs-flow disagreement" in caplog.text

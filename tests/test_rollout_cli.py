@@ -195,6 +195,21 @@ def test_pi05_ki_sync_rollout_drives_the_robot(pi05_ki_checkpoint: Path, tmp_pat
     assert 2 <= len(requested) <= FPS * DURATION + 1, len(requested)
 
 
+def test_pi05_ki_reports_ar_vs_flow_disagreement_during_a_rollout(pi05_ki_checkpoint: Path, tmp_path: Path) -> None:
+    result, record = rollout(pi05_ki_checkpoint, tmp_path, "--policy.report_disagreement=true")
+    log = succeeded(result)
+    values = [
+        float(value)
+        for line in log.splitlines()
+        if "AR-vs-flow disagreement" in line
+        for value in line.rsplit(":", 1)[1].split(",")
+    ]
+    assert values, "no disagreement was logged"
+    assert np.isfinite(values).all() and min(values) >= 0
+    requested, _ = robot_commands(record)
+    policy_made(requested)
+
+
 def test_pi05_ki_rtc_rollout_records_episodes(pi05_ki_checkpoint: Path, tmp_path: Path) -> None:
     """RTC inference with the episodic recording strategy, two cameras (the policy uses ``front``), 2 episodes."""
     dataset_root = tmp_path / "rollout_dataset"

@@ -72,6 +72,11 @@ class PI05KIConfig(PI05Config):
     # longest sequence the layout allows; a smaller value is refused when the policy is built)
     fast_decoding_temperature: float = 0.0
     max_decoding_steps: int | None = None
+    # Opt-in: at every chunk also decode the other way (flow and the FAST head) and report their disagreement, the
+    # normalised MSE between the two chunks over the executed steps, in ``policy.last_disagreement`` and the log. On
+    # held-out so101_record_test chunks it ranks the flow chunk's error (README, learning study); it costs one FAST
+    # decode per chunk.
+    report_disagreement: bool = False
     init_from: str | None = None
 
     def __post_init__(self) -> None:

@@ -535,6 +535,7 @@ class PI05KIPolicy(StateOnlyCameras, PI05Policy):
         self._fallback_step: FastActionTokenizerStep | None = None
         # What the last ``action_decoding='fast'`` call decoded (tokens, per-step validity, reasons).
         self.last_decode: DecodeReport | None = None
+        self.last_disagreement: Tensor | None = None  # per chunk, with report_disagreement
         self.init_rtc_processor()
         self.model = PI05KIPytorch(
             config, self.layout.n_fast_ids, rtc_processor=self.rtc_processor, empty_weights=weights_from is not None
@@ -691,9 +692,20 @@ class PI05KIPolicy(StateOnlyCameras, PI05Policy):
     def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs: Unpack[ActionSelectKwargs]) -> Tensor:
         """pi05's flow sampling (RTC kwargs pass through), or with ``action_decoding='fast'`` autoregressive decoding
         of the FAST head under the exact grammar (greedy, or sampled at ``fast_decoding_temperature``), reported in
-        ``self.last_decode``; like pi0_fast, it never acts on an undecoded (all-zero) chunk."""
+        ``self.last_decode``; like pi0_fast, it never acts on an undecoded (all-zero) chunk. With
+        ``report_disagreement`` the other decoding runs too, only to measure how far the two chunks disagree."""
         if self.config.action_decoding == "flow":
-            return super().predict_action_chunk(batch, **kwargs)
+            chunk = super().predict_action_chunk(batch, **kwargs)
+            if self.config.report_disagreement:
+                self._record_disagreement(chunk, self._decode_fast_chunk(batch, acting=False))
+            return chunk
+        chunk = self._decode_fast_chunk(batch, acting=True)
+        if self.config.report_disagreement:
+            self._record_disagreement(super().predict_action_chunk(batch), chunk)
+        return chunk
+
+    def _decode_fast_chunk(self, batch: dict[str, Tensor], acting: bool) -> Tensor:
+        """The FAST head's chunk; ``acting``: it is the chunk the robot executes (remembered for the fill rule)."""
         self.eval()
         images, img_masks = self._preprocess_images(batch)
         tokens = batch[OBS_LANGUAGE_TOKENS]
@@ -711,5 +723,17 @@ class PI05KIPolicy(StateOnlyCameras, PI05Policy):
         actions, self.last_decode = actions_from_candidates(
             self.layout, candidates, dim, self._previous_action, "pi05_ki FAST decoding"
         )
-        self._previous_action = actions[:, self.config.n_action_steps - 1].copy()
+        if acting:
+            self._previous_action = actions[:, self.config.n_action_steps - 1].copy()
         return torch.as_tensor(actions, dtype=torch.float32, device=tokens.device)
+
+    def _record_disagreement(self, flow: Tensor, fast: Tensor) -> None:
+        """Per chunk: mean squared difference of the two decodings over the executed steps, in the policy's
+        normalised action space (large: the chunk is likely a bad one)."""
+        steps, dim = self.config.n_action_steps, fast.shape[-1]
+        difference = flow[:, :steps, :dim].float() - fast[:, :steps, :dim].to(flow.device)
+        self.last_disagreement = difference.pow(2).mean(dim=(1, 2)).detach().cpu()
+        logger.info(
+            "pi05_ki AR-vs-flow disagreement (normalised MSE per chunk; larger: less confident): %s",
+            ", ".join(f"{value:.4f}" for value in self.last_disagreement.tolist()),
+        )
