@@ -847,8 +847,7 @@ def study(cfg: StudyConfig) -> dict:
         runs = [run_seed(cfg, seed, configs, data, text_dir, stats) for seed in cfg.seeds]
     methods = list(runs[0]["evals"])
     settings = {
-        **asdict(cfg),
-        "root": str(root),
+        **portable(asdict(cfg)),
         "resolved_image_size": cfg.resolved_image_size(),
         "max_action_tokens": MAX_ACTION_TOKENS,
         "max_decoding_steps": "the exact grammar's bound",
@@ -911,9 +910,19 @@ def add_derived(result: dict) -> dict:
     return result
 
 
+def portable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings without machine-specific paths: the dataset by its folder name, no output folder."""
+    out = {k: v for k, v in settings.items() if k != "output_dir"}
+    if out.get("root"):
+        out["root"] = Path(out["root"]).name
+    return out
+
+
 def merge_results(paths: list[str]) -> dict:
     """One result from JSONs of this script that differ only in seeds, threads, notes and machine."""
     parts = [json.loads(Path(path).read_text()) for path in paths]
+    for part in parts:
+        part["settings"] = portable(part["settings"])
     free = {"seeds", "threads", "note", "name", "output_dir", "merge"}
     first = {k: v for k, v in parts[0]["settings"].items() if k not in free}
     for path, part in zip(paths, parts, strict=True):
