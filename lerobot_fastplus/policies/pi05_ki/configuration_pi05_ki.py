@@ -16,6 +16,8 @@ A superset of LeRobot's ``PI05Config``. Additions:
 * ``action_decoding``: ``"flow"`` (pi05's flow sampling, RTC-capable) or ``"fast"`` (autoregressive decoding
   from the backbone's FAST head under the exact grammar, for comparison; ``fast_decoding_temperature`` 0 is
   greedy, ``max_decoding_steps`` defaults to the longest sequence the layout allows);
+* ``report_disagreement``: also decode each chunk the other way and report the two chunks' disagreement
+  (``policy.last_disagreement``, logged), a per-chunk confidence signal;
 * ``init_from``: a pi05 or pi05_ki checkpoint (hub id or local directory) whose weights initialise a new
   policy, loaded strictly. Use it with ``--policy.type=pi05_ki`` to fine-tune from ``lerobot/pi05_base`` while
   LeRobot builds this policy's own processors (with ``--policy.pretrained_path`` it would reuse the pi05
