@@ -159,6 +159,15 @@ class FastActionTokenizerStep(ProcessorStep):
             )
         return pad.reshape(shape)
 
+    def _warning_due(self, last: str) -> bool:
+        """Rate limit: True (and the time noted in attribute ``last``) when that warning last fired at least
+        ``CLIP_WARNING_INTERVAL_S`` ago."""
+        now = time.monotonic()
+        if now - getattr(self, last) < CLIP_WARNING_INTERVAL_S:
+            return False
+        setattr(self, last, now)
+        return True
+
     def _count_clipped(self, actions: np.ndarray) -> bool:
         """Count the coefficients that must be clipped and warn (rate-limited); True when there are any."""
         per_chunk = self.layout.out_of_range(actions)
@@ -167,9 +176,7 @@ class FastActionTokenizerStep(ProcessorStep):
             return False
         self._clipped_coefficients += n_clipped
         self._clipped_chunks += int((per_chunk > 0).sum())
-        now = time.monotonic()
-        if now - self._last_clip_warning >= CLIP_WARNING_INTERVAL_S:
-            self._last_clip_warning = now
+        if self._warning_due("_last_clip_warning"):
             logger.warning(
                 "%s: clipped %d of %d DCT coefficients in %d of %d action chunks of this batch (%d coefficients in "
                 "%d chunks since start; this warning repeats at most every %.0f s). Frequent clipping means the "
@@ -189,9 +196,7 @@ class FastActionTokenizerStep(ProcessorStep):
     def _report_dropped(self, dropped: np.ndarray) -> None:
         """Count the sub-chunks left out for lack of room and warn (rate-limited)."""
         self._dropped_subchunks += int(dropped.sum())
-        now = time.monotonic()
-        if now - self._last_drop_warning >= CLIP_WARNING_INTERVAL_S:
-            self._last_drop_warning = now
+        if self._warning_due("_last_drop_warning"):
             logger.warning(
                 "%s: %d action chunk(s) of this batch need more than max_tokens=%d tokens; their last %s sub-chunk(s) "
                 "were left out of the training targets (%d sub-chunks since start; this warning repeats at most every "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 
@@ -50,6 +52,21 @@ def real_action_chunks(name: str, horizon: int, stride: int = 1, quantiles: str 
         seq = normed[episodes == episode]
         windows += [seq[s : s + horizon] for s in range(0, len(seq) - horizon + 1, stride)]
     return np.stack(windows)
+
+
+def fit_reference(chunks: np.ndarray, vocab_size: int, directory: Path) -> Path:
+    """A tokenizer fitted by the reference implementation (LeRobot's copy), saved in the published layout."""
+    from lerobot.policies.molmoact2.molmoact2_hf_model.action_tokenizer import UniversalActionProcessor
+
+    logging.disable(logging.WARNING)
+    try:
+        reference = UniversalActionProcessor.fit(list(chunks[:1500]), vocab_size=vocab_size)
+    finally:
+        logging.disable(logging.NOTSET)
+    reference.tokenizer.save_pretrained(directory)
+    config = {"min_token": reference.min_token, "scale": reference.scale, "vocab_size": reference.vocab_size}
+    (directory / "processor_config.json").write_text(json.dumps(config))
+    return directory
 
 
 def smooth_chunks(n: int, horizon: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -4,14 +4,10 @@ with the old token-type grammar the same decoders produce incomplete chunks (the
 
 from __future__ import annotations
 
-import json
-import logging
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from conftest import real_action_chunks
+from conftest import fit_reference, real_action_chunks
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.policies.factory import make_pre_post_processors
 from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
@@ -27,21 +23,6 @@ from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import PI05KIPolicy
 CHUNK, SPLIT, RES, BATCH = 20, 10, 32, 4
 TASK = "pick the bottle"
 CAMERA = "observation.images.cam"
-
-
-def fit_reference(chunks: np.ndarray, vocab_size: int, directory: Path) -> Path:
-    """A tokenizer fitted by the reference implementation, saved in the published layout."""
-    from lerobot.policies.molmoact2.molmoact2_hf_model.action_tokenizer import UniversalActionProcessor
-
-    logging.disable(logging.WARNING)
-    try:
-        reference = UniversalActionProcessor.fit(list(chunks[:1500]), vocab_size=vocab_size)
-    finally:
-        logging.disable(logging.NOTSET)
-    reference.tokenizer.save_pretrained(directory)
-    config = {"min_token": reference.min_token, "scale": reference.scale, "vocab_size": reference.vocab_size}
-    (directory / "processor_config.json").write_text(json.dumps(config))
-    return directory
 
 
 TOKENIZERS = {

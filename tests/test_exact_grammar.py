@@ -4,14 +4,12 @@ random legal choices, only ever giving sequences that decode completely inside t
 from __future__ import annotations
 
 import codecs
-import json
-import logging
 from functools import lru_cache
 
 import numpy as np
 import pytest
 import torch
-from conftest import real_action_chunks, smooth_chunks
+from conftest import fit_reference, real_action_chunks, smooth_chunks
 
 from lerobot_fastplus.fast import FastTokenizer, SplitLayout
 from lerobot_fastplus.fast.layout_grammar import LayoutGrammar
@@ -150,17 +148,8 @@ def test_separators_only_close_full_subchunks() -> None:
     ("name", "quantiles", "vocab"), [("so101_record_test", "stats", 1024), ("g1_bottle_pick", "stats", 2048)]
 )
 def test_walks_on_tokenizers_fitted_on_real_data_and_by_the_reference(tmp_path, name, quantiles, vocab) -> None:
-    from lerobot.policies.molmoact2.molmoact2_hf_model.action_tokenizer import UniversalActionProcessor
-
     chunks = real_action_chunks(name, 10, stride=5, quantiles=quantiles)
-    logging.disable(logging.WARNING)
-    try:
-        reference = UniversalActionProcessor.fit(list(chunks[:1500]), vocab_size=vocab)
-    finally:
-        logging.disable(logging.NOTSET)
-    reference.tokenizer.save_pretrained(tmp_path)
-    config = {"min_token": reference.min_token, "scale": reference.scale, "vocab_size": reference.vocab_size}
-    (tmp_path / "processor_config.json").write_text(json.dumps(config))
+    fit_reference(chunks, vocab, tmp_path)
     for tokenizer in (FastTokenizer.fit(chunks, vocab_size=vocab), FastTokenizer.load(tmp_path)):
         dim = chunks.shape[2]
         layout = SplitLayout(tokenizer, 20, 10)
