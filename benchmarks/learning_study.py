@@ -918,12 +918,19 @@ def portable(settings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def machines_of(part: dict) -> list[dict]:
+    """The machine of each process behind a result (an already merged result lists its parts')."""
+    machine = part["machine"]
+    return machine.get("per_part") or [machine]
+
+
 def merge_results(paths: list[str]) -> dict:
-    """One result from JSONs of this script that differ only in seeds, threads, notes and machine."""
+    """One result from JSONs of this script that differ only in seeds, threads, notes and machine; a part may itself
+    be a merged result, so a seed added later joins the committed ones."""
     parts = [json.loads(Path(path).read_text()) for path in paths]
     for part in parts:
         part["settings"] = portable(part["settings"])
-    free = {"seeds", "threads", "note", "name", "output_dir", "merge"}
+    free = {"seeds", "threads", "note", "name", "output_dir", "merge", "merged_from"}
     first = {k: v for k, v in parts[0]["settings"].items() if k not in free}
     for path, part in zip(paths, parts, strict=True):
         other = {k: v for k, v in part["settings"].items() if k not in free}
@@ -934,10 +941,15 @@ def merge_results(paths: list[str]) -> dict:
     seeds = [run["seed"] for run in runs]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds {seeds} repeat across {paths}.")
+    merged_from = [
+        name
+        for path, part in zip(paths, parts, strict=True)
+        for name in part["settings"].get("merged_from", [Path(path).name])
+    ]
     merged = {
         **parts[0],
-        "settings": {**parts[0]["settings"], "seeds": seeds, "merged_from": [Path(p).name for p in paths]},
-        "machine": {**parts[0]["machine"], "per_part": [part["machine"] for part in parts]},
+        "settings": {**parts[0]["settings"], "seeds": seeds, "merged_from": merged_from},
+        "machine": {**parts[0]["machine"], "per_part": [m for part in parts for m in machines_of(part)]},
         "runs": runs,
     }
     return add_derived(merged)

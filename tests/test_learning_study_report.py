@@ -1,15 +1,26 @@
-"""The learning study's statistics (benchmarks/learning_study_report.py): the confidence correlation and the paired
-seed comparisons whose verdicts the README quotes."""
+"""The learning study's statistics (benchmarks/learning_study_report.py): the confidence correlation, the paired
+seed comparisons whose verdicts the README quotes, and the README tables written from the study's JSONs."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from learning_study_report import compare, mean_within_group_spearman, skill, spearman_with_ci
+from learning_study_readme import replace_block
+from learning_study_report import (
+    HOLD,
+    compare,
+    markdown_study_table,
+    mean_within_group_spearman,
+    skill,
+    spearman_with_ci,
+    summarize,
+)
 
 
 def test_spearman_interval_separates_a_signal_from_noise() -> None:
@@ -52,3 +63,59 @@ def test_paired_comparison_verdicts_at_equal_steps_and_equal_time() -> None:
 
 def test_skill_is_relative_to_holding_still() -> None:
     assert skill(0.05, 0.1) == 0.5 and skill(0.2, 0.1) == -1.0 and np.isnan(skill(0.1, None))
+
+
+def study_result(mse: list[float], hold: float) -> dict:
+    """A study of pi05 alone over len(mse) seeds, with its hold-current-state baseline."""
+    final = {"latency_s": 0.02, "smoothness_normalized": 0.1, "mse_original": 0.0}
+    evals = [[{"step": 0, **final, "mse_normalized": 1.0}, {"step": 2, **final, "mse_normalized": v}] for v in mse]
+    runs = [{"evals": {"pi05": e}, "train": {"pi05": {"update_s_median": 0.3, "update_s": [0.3, 0.3]}}} for e in evals]
+    baselines = {HOLD: {"mse_normalized": hold}}
+    settings = {"name": None, "root": "so101_record_test", "steps": 2, "chunk_size": 50, "n_action_steps": 50,
+                "normalization": "MIN_MAX", "relative_actions": False, "seeds": list(range(len(mse)))}  # fmt: skip
+    return {"settings": settings, "runs": runs, "data": {"baselines": baselines},
+            "summary": summarize(runs, ["pi05"], baselines), "comparisons": {}}  # fmt: skip
+
+
+def test_readme_tables_show_mean_spread_and_skill_against_holding_still(tmp_path: Path) -> None:
+    result = study_result([0.2, 0.3, 0.4], hold=0.5)
+    table = markdown_study_table(result, "a.json", "a.png").splitlines()
+    assert table[0].startswith("**so101_record_test** (2 steps, chunk 50, 50 steps scored, MIN_MAX, absolute actions)")
+    assert "| pi05 | 0.300 ± 0.100 | 0.40 ± 0.20 | 0.300 ± 0.100 | - | - | 20 | 0.300 |" in table
+    assert f"| baseline: {HOLD} | 0.500 | 0 | | | | | |" in table
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- study tables -->\nold\n<!-- /study tables -->\n")
+    with pytest.raises(ValueError, match="no '<!-- confidence table -->'"):
+        replace_block(readme.read_text(), "confidence table", "new")
+    assert replace_block(readme.read_text(), "study tables", "new") == (
+        "intro\n<!-- study tables -->\nnew\n<!-- /study tables -->\n"
+    )
+
+
+def test_a_seed_run_later_merges_into_an_already_merged_study(tmp_path: Path) -> None:
+    from learning_study import merge_results
+
+    def part(name: str, mse: list[float], seeds: list[int], machines: list[dict]) -> str:
+        result = study_result(mse, hold=0.5)
+        for run, seed in zip(result["runs"], seeds, strict=True):
+            run.update(seed=seed, final={})
+        result["settings"].update(seeds=seeds, threads=len(seeds), output_dir=str(tmp_path))
+        result["data"]["eval_frames"] = [1, 2]
+        result["methods"] = ["pi05"]
+        result["machine"] = {**machines[0], "per_part": machines} if len(machines) > 1 else machines[0]
+        path = tmp_path / name
+        path.write_text(json.dumps(result))
+        return str(path)
+
+    committed = merge_results(
+        [part("s0.json", [0.2], [0], [{"cpu": "a"}]), part("s1.json", [0.3], [1], [{"cpu": "b"}])]
+    )
+    (tmp_path / "committed.json").write_text(json.dumps(committed))
+    merged = merge_results([str(tmp_path / "committed.json"), part("s2.json", [0.4], [2], [{"cpu": "c"}])])
+    assert merged["settings"]["seeds"] == [0, 1, 2]
+    assert merged["settings"]["merged_from"] == ["s0.json", "s1.json", "s2.json"]
+    assert [m["cpu"] for m in merged["machine"]["per_part"]] == ["a", "b", "c"]
+    np.testing.assert_allclose(merged["summary"]["pi05"]["mse_normalized"]["mean"], 0.3)
+    with pytest.raises(ValueError, match="repeat"):
+        merge_results([str(tmp_path / "committed.json"), part("again.json", [0.4], [1], [{"cpu": "d"}])])
