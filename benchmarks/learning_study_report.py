@@ -265,7 +265,8 @@ def plot(result: dict, path: Path) -> None:
     fig.suptitle(
         f"{Path(s['root']).name}{' (image-free)' if s['image_free'] else ''}: {s['paligemma_variant']} backbone, "
         f"{s['action_expert_variant']} expert, {s['resolved_image_size']}px, chunk {s['chunk_size']}, split "
-        f"{s['split_every']}, batch {s['batch_size']}, lr {s['lr']:g}, {s['normalization']}, seeds {s['seeds']}; "
+        f"{s['split_every']}, batch {s['batch_size']}, lr {s['lr']:g}, {s['normalization']}"
+        f"{', relative actions' if s.get('relative_actions') else ''}, seeds {s['seeds']}; "
         f"{m['gpu'] or m['cpu']}, {m['torch_threads']} threads",
         fontsize=11,
     )
