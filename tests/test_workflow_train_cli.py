@@ -44,6 +44,7 @@ WORKFLOWS = {
 }
 
 
+@pytest.mark.slow  # ~40 s each; the quick suite trains both policies through lerobot-train in the *_train_cli tests
 @pytest.mark.parametrize("policy_type", sorted(WORKFLOWS))
 def test_tokenizer_then_lerobot_train_with_a_config_file(policy_type, tmp_path) -> None:
     config_file, mode, tokenizer_flag, extra = WORKFLOWS[policy_type]
