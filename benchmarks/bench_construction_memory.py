@@ -29,13 +29,16 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: testing_support
+
 DIM, RES, CHUNK = 6, 224, 50
 POLICIES = ("pi05_ki", "pi0_fast")
 
 
 def variants(depth: int) -> tuple[str, str]:
     """Register the published widths at ``depth`` layers as two plugin variants; returns (backbone, expert)."""
-    from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, with_depth
+    from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS
+    from testing_support.core_tiny import with_depth
 
     names = (f"gemma_2b_depth{depth}", f"gemma_300m_depth{depth}")
     for name, published in zip(names, ("gemma_2b", "gemma_300m"), strict=True):
@@ -81,7 +84,7 @@ def save_core_checkpoint(policy: str, depth: int, out: Path) -> None:
     from lerobot.policies.pi0_fast import PI0FastConfig
     from lerobot.policies.pi05 import PI05Config
 
-    from lerobot_fastplus.policies.common.core_tiny import core_pi0_fast_with_variant, core_pi05_with_variants
+    from testing_support.core_tiny import core_pi0_fast_with_variant, core_pi05_with_variants
 
     backbone, expert = variants(depth)
     torch.manual_seed(0)

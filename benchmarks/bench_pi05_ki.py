@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,12 +44,14 @@ from torch.utils import flop_counter
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.fast_action_step import ACTION_TOKEN_TARGET_KEY, ACTION_TOKEN_VALID_KEY, ACTION_TOKENS_KEY
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
-from lerobot_fastplus.policies.common.core_tiny import core_pi05_tiny
 from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import PI0FastConfig
 from lerobot_fastplus.policies.pi0_fast.modeling_pi0_fast import PI0FastPolicy
 from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import PI05KIConfig
 from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import PI05KIPolicy
 from lerobot_fastplus.policies.pi05_ki.processor_pi05_ki import make_pi05_ki_pre_post_processors
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: testing_support
+from testing_support.core_tiny import core_pi05_tiny
 
 TASK = "pick up the red cube on the left and place it into the bowl"
 FAST_KEYS = (ACTION_TOKENS_KEY, ACTION_TOKEN_VALID_KEY, ACTION_TOKEN_TARGET_KEY)

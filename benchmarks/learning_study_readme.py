@@ -1,7 +1,9 @@
-"""Rewrite the README's learning-study tables from the study's JSONs, so every number there comes from a file.
+"""Rewrite the learning-study tables of docs/learning_study.md from the study's JSONs, so every number there comes
+from a file.
 
 Replaces what lies between ``<!-- study tables -->`` / ``<!-- /study tables -->`` (one table per study and the paired
-comparisons) and ``<!-- confidence table -->`` / ``<!-- /confidence table -->``; links are relative to the README::
+comparisons) and ``<!-- confidence table -->`` / ``<!-- /confidence table -->`` in the page given by ``--readme``
+(default: docs/learning_study.md, from the repo root); links are relative to that page::
 
     python benchmarks/learning_study_readme.py docs/learning_study/learning_study_g1_bottle_pick.json \
         docs/learning_study/learning_study_so101_record_test.json docs/learning_study/learning_study_fastplus_demo.json
@@ -15,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from learning_study_report import markdown_comparisons, markdown_confidence, markdown_study_table
+from study.tables import markdown_comparisons, markdown_confidence, markdown_study_table
 
 COMPARISONS_INTRO = (
     "Paired per seed (MSE difference first minus second; negative favours the first; equal time: the first given the\n"
@@ -26,7 +28,7 @@ COMPARISONS_INTRO = (
 def replace_block(text: str, marker: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {marker} -->\n).*?(\n<!-- /{marker} -->)", re.DOTALL)
     if not pattern.search(text):
-        raise ValueError(f"the README has no '<!-- {marker} -->' ... '<!-- /{marker} -->' block to replace.")
+        raise ValueError(f"the page has no '<!-- {marker} -->' ... '<!-- /{marker} -->' block to replace.")
     return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
 
 
@@ -41,9 +43,11 @@ def readme_blocks(paths: list[Path], readme: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", type=Path, help="learning_study.py JSONs, in the README's order")
-    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser = argparse.ArgumentParser(description="Rewrite the learning-study tables of a page from the study's JSONs.")
+    parser.add_argument("results", nargs="+", type=Path, help="learning_study.py JSONs, in the page's order")
+    parser.add_argument(
+        "--readme", type=Path, default=Path("docs/learning_study.md"), help="the page holding the marker blocks"
+    )
     args = parser.parse_args(argv)
     text = args.readme.read_text()
     for marker, body in readme_blocks(args.results, args.readme).items():

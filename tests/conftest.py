@@ -1,10 +1,16 @@
-"""Shared test fixtures: offline settings and real chunks from ../shared/data."""
+"""Shared test fixtures: offline settings and real chunks from ../shared/data.
+
+Tests may import ``lerobot_fastplus``, ``testing_support`` (code only tests and benchmarks use; the repo root goes on
+``sys.path`` here, however pytest is started) and the helpers in this folder (``cli_helpers``, ``policy_helpers``,
+..., importable because pytest puts this folder there); ``plugins/`` holds stand-in LeRobot plugins for subprocesses.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +19,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-SHARED_DATA = Path(
-    os.environ.get("FASTPLUS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+SHARED_DATA = Path(os.environ.get("FASTPLUS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
 def shared_dataset(name: str) -> Path:

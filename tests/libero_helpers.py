@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import BIN, run
 
-from lerobot_fastplus.tools.libero_assets import read_manifest
+from lerobot_fastplus.data.libero_assets import read_manifest
 
 
 def require_libero() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import lerobot.policies.pi0_fast.modeling_pi0_fast as core_modeling
 from lerobot.configs.types import FeatureType, PolicyFeature
@@ -12,8 +11,9 @@ from lerobot.policies.pi0_fast.configuration_pi0_fast import PI0FastConfig as Co
 from policy_helpers import CAMERA, CHUNK, DIM, RES, SPLIT, Assets, action_chunks, raw_batch  # noqa: F401
 from policy_helpers import make_assets as _make_assets
 
-from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, TINY_VARIANT, paligemma_hf_config
+from lerobot_fastplus.policies.common.backbone import TINY_VARIANT
 from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import PI0FastConfig
+from testing_support.core_tiny import core_sizes
 
 
 def set_features(config: Any, camera: bool = True) -> Any:
@@ -45,17 +45,8 @@ def make_config(assets: Assets, camera: bool = True, **overrides: Any) -> PI0Fas
 def core_tiny_model(config: CorePI0FastConfig) -> core_modeling.PI0FastPytorch:
     """LeRobot's *core* ``PI0FastPytorch`` at the tiny variant (its hard-coded sizes swapped during construction),
     with SigLIP at ``config.image_resolution``: the same parameters as the plugin's tiny model."""
-    build = core_modeling.PaliGemmaForConditionalGenerationWithPiGemma
-    resolution = config.image_resolution[0]
-
-    def tiny(config: Any) -> Any:
-        config.vision_config = paligemma_hf_config(TINY_VARIANT, resolution).vision_config
-        return build(config=config)
-
-    with (
-        mock.patch.object(core_modeling, "get_gemma_config", lambda variant: GEMMA_VARIANTS[TINY_VARIANT]),
-        mock.patch.object(core_modeling, "PaliGemmaForConditionalGenerationWithPiGemma", tiny),
-    ):
+    sizes = {config.paligemma_variant: TINY_VARIANT}
+    with core_sizes(core_modeling, sizes, TINY_VARIANT, config.image_resolution[0]):
         return core_modeling.PI0FastPytorch(config)
 
 

@@ -1,11 +1,13 @@
 """Wrong inputs a user will make, through the real command lines (``lerobot-train``, ``fastplus-train-tokenizer``,
-``fastplus-check-tokenizer``), each in its own subprocess: every run must exit non-zero with a message that says
-what is wrong and how to fix it, before any training step and before anything is written.
+``fastplus-check-tokenizer``, ``fastplus-eval-offline``, ``fastplus-demo``), each in its own subprocess: every run
+must exit non-zero with a message that says what is wrong and how to fix it, before any training step and before
+anything is written.
 
 Where each check sits: flags alone are checked when LeRobot parses them (before the dataset is opened, stage
-``parse``); what needs the dataset (its action, cameras, the FAST tokenizer against the action dimension and
-``split_every``, the ``init_from`` checkpoint) when the policy is built (before its model and the optimizer,
-stage ``policy``), including a sample of the data itself (how many tokens a chunk takes).
+``parse``), a local FAST tokenizer folder too, and such an error is the one line LeRobot prints; what needs the
+dataset (its action, cameras, the FAST tokenizer against the action dimension and ``split_every``, the ``init_from``
+checkpoint) when the policy is built (before its model and the optimizer, stage ``policy``), including a sample of
+the data itself (how many tokens a chunk takes). The plugin's own commands print one line, without a traceback.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from draccus.utils import DecodingError
 from lerobot.configs.train import TrainPipelineConfig
 from lerobot.datasets import LeRobotDataset
 
+from lerobot_fastplus.data.chunks import load_action_chunks
+from lerobot_fastplus.data.synthetic_dataset import JOINT_NAMES, TASK, make_synthetic_dataset
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
 from lerobot_fastplus.policies.common.validation import show_config_errors_on_the_cli
 from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import RTC_REFUSAL
-from lerobot_fastplus.tools.chunks import load_action_chunks
-from lerobot_fastplus.tools.synthetic_dataset import JOINT_NAMES, TASK, make_synthetic_dataset
+from lerobot_fastplus.tools.demo import fold_torchcodec_errors
 
 CHUNK = 20
 REPO_ID = "local/fastplus_synthetic_so100"
@@ -138,6 +141,16 @@ def assert_refused(result: subprocess.CompletedProcess, stage: str, *fragments: 
     assert NEXT_STAGE[stage] not in text, f"the error came after {NEXT_STAGE[stage]!r}:\n{text[-4000:]}"
 
 
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """No traceback (but those of LeRobot's warning that torchcodec cannot load, printed whenever it parses flags
+    on a machine without FFmpeg), and the last line of stderr holds every fragment (the reason and the fix)."""
+    stderr = fold_torchcodec_errors(result.stderr)
+    assert "Traceback" not in stderr, stderr[-4000:]
+    last = stderr.strip().splitlines()[-1]
+    for fragment in fragments:
+        assert fragment in last, f"{fragment!r} missing from the last line of stderr:\n{last}"
+
+
 def refuse_training(
     inputs: Inputs, tmp_path: Path, policy: str, *extra: str, **kwargs: Path
 ) -> subprocess.CompletedProcess:
@@ -237,9 +250,13 @@ def test_chunks_that_need_more_tokens_than_allowed_stop_before_the_first_step(in
     ],
 )  # fmt: skip
 def test_a_path_that_is_no_fast_tokenizer_is_refused(inputs, tmp_path, policy, name, message) -> None:
+    """A local folder is loaded when the flags are parsed (one line, no traceback); a path that does not exist may
+    still be a hub id, tried when the policy is built."""
     path = {"missing": tmp_path / "does" / "not" / "exist", "text": inputs.text, **inputs.files}[name]
     result = refuse_training(inputs, tmp_path, policy, wrong(policy, path))
-    assert_refused(result, "policy", f"{wrong(policy, path)}: ", message)
+    assert_refused(result, "policy" if name == "missing" else "parse", f"{wrong(policy, path)}: ", message)
+    if name != "missing":
+        assert_one_line_error(result, f"{wrong(policy, path)}: ", message)
 
 
 @pytest.mark.slow
@@ -247,6 +264,34 @@ def test_checking_with_a_text_tokenizer_is_refused(inputs, tmp_path) -> None:
     command = [str(BIN / "fastplus-check-tokenizer"), f"--tokenizer={inputs.text}", f"--root={inputs.data}"]
     result = run_expecting_failure(command, tmp_path)
     assert "is not a FAST tokenizer directory" in result.stderr and "looks like a text tokenizer" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- plugin commands
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("missing", "{path} does not exist (and is not a hub repo id). Pass the pretrained_model folder of a"),
+        ("step_folder", "{path} is a checkpoint step folder, not a checkpoint: pass --checkpoint={path}/pretrained"),
+        ("empty", "{path} holds no config.json, so it is not a policy checkpoint. Pass the pretrained_model folder"),
+    ],
+)  # fmt: skip
+def test_evaluating_a_path_that_is_no_checkpoint_is_refused_in_one_line(inputs, tmp_path, name, message) -> None:
+    path = {"missing": tmp_path / "no" / "such" / "checkpoint", **inputs.files}[name]
+    out = tmp_path / "eval"
+    command = [
+        str(BIN / "fastplus-eval-offline"), f"--checkpoint={path}", f"--root={inputs.data}", f"--output_dir={out}"
+    ]  # fmt: skip
+    result = run_expecting_failure(command, tmp_path)
+    assert_one_line_error(result, "error: --checkpoint=", message.format(path=path))
+    assert not out.exists()
+
+
+def test_a_demo_output_dir_that_cannot_be_a_directory_is_refused_in_one_line(tmp_path) -> None:
+    (tmp_path / "a_file").write_text("not a directory")
+    out = tmp_path / "a_file" / "demo"
+    result = run_expecting_failure([str(BIN / "fastplus-demo"), f"--output_dir={out}"], tmp_path)
+    assert_one_line_error(result, f"error: --output_dir={out}: {tmp_path / 'a_file'} is a file, not a directory.")
+    assert (tmp_path / "a_file").read_text() == "not a directory"
 
 
 # ---------------------------------------------------------------------------------------------------- init_from

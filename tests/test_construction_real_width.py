@@ -12,18 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import smooth_chunks
+from conftest import REPO_ROOT, smooth_chunks
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.policies.factory import make_pre_post_processors
 from safetensors import safe_open
 
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
-from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, with_depth
+from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS
 from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import PI0FastConfig
 from lerobot_fastplus.policies.pi0_fast.modeling_pi0_fast import PI0FastPolicy
 from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import FAST_ID_BASE, PI05KIConfig
 from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import PI05KIPolicy
+from testing_support.core_tiny import with_depth
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +35,13 @@ TASK = "pick the cube"
 
 SAVE_CORE = f"""
 import sys
+sys.path.insert(0, {str(REPO_ROOT)!r})
 import torch
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.policies.pi0_fast import PI0FastConfig
 from lerobot.policies.pi05 import PI05Config
-from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, with_depth
-from lerobot_fastplus.policies.common.core_tiny import core_pi0_fast_with_variant, core_pi05_with_variants
+from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS
+from testing_support.core_tiny import core_pi0_fast_with_variant, core_pi05_with_variants, with_depth
 
 GEMMA_VARIANTS["{BACKBONE}"] = with_depth("gemma_2b", {DEPTH})
 GEMMA_VARIANTS["{EXPERT}"] = with_depth("gemma_300m", {DEPTH})

@@ -16,12 +16,12 @@ from safetensors.torch import load_file, save_file
 
 from lerobot_fastplus.fast_action_step import FastActionTokenizerStep
 from lerobot_fastplus.policies.common import checkpoint
-from lerobot_fastplus.policies.common.core_tiny import core_pi0_fast_with_variant, core_pi05_tiny
 from lerobot_fastplus.policies.pi0_fast import modeling_pi0_fast
 from lerobot_fastplus.policies.pi0_fast.modeling_pi0_fast import PI0FastPolicy
 from lerobot_fastplus.policies.pi05_ki import modeling_pi05_ki
 from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import FAST_ID_BASE
 from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import PI05KIPolicy
+from testing_support.core_tiny import core_pi0_fast_with_variant, core_pi05_tiny
 
 WEIGHTS = "model.safetensors"
 

@@ -21,10 +21,12 @@ from lerobot.processor import (
 )
 from lerobot.utils.constants import ACTION, OBS_STATE
 
-from lerobot_fastplus import demo
-from lerobot_fastplus.tools.chunks import load_action_chunks, split_into_subchunks
-from lerobot_fastplus.tools.evaluate_offline import DecodingResult, OfflineEvalResult
-from lerobot_fastplus.tools.synthetic_dataset import REACH_TARGETS, make_synthetic_dataset, reach_task
+from lerobot_fastplus.data.chunks import load_action_chunks, split_into_subchunks
+from lerobot_fastplus.data.synthetic_dataset import REACH_TARGETS, make_synthetic_dataset, reach_task
+from lerobot_fastplus.evaluation.bar_check import check_bar, format_comparison
+from lerobot_fastplus.evaluation.offline import DecodingResult, OfflineEvalResult
+from lerobot_fastplus.evaluation.training_log import parse_log_line
+from lerobot_fastplus.tools import demo
 
 SMALL = [
     "--n_episodes=5",
@@ -59,19 +61,19 @@ def _evaluation(**mse: float) -> OfflineEvalResult:
 
 
 def test_bar_needs_half_the_error_of_holding_still_and_less_than_the_range_centre() -> None:
-    checks = demo.check_bar(
+    checks = check_bar(
         _evaluation(**{"flow": 0.05, "fast (AR)": 0.051, "hold current state": 0.1, "range centre": 0.3})
     )
     assert [(c.name, c.passed) for c in checks] == [("flow", True), ("fast (AR)", False)]
     assert checks[0].limit == pytest.approx(0.05)
     # below half of hold is not enough when the range centre is better still
-    (flow,) = demo.check_bar(_evaluation(flow=0.2, **{"hold current state": 0.5, "range centre": 0.2}))
+    (flow,) = check_bar(_evaluation(flow=0.2, **{"hold current state": 0.5, "range centre": 0.2}))
     assert not flow.passed
 
 
 def test_the_comparison_leads_with_every_decoding_and_says_when_the_bar_is_missed() -> None:
     passed = _evaluation(**{"flow": 0.01, "fast (AR)": 0.02, "hold current state": 0.1, "range centre": 0.3})
-    text = demo.format_comparison(passed, demo.check_bar(passed))
+    text = format_comparison(passed, check_bar(passed))
     lines = text.splitlines()
     assert lines[0].startswith("Held-out normalised MSE") and "0.5 x hold = 0.0500" in lines[0]
     assert [line.split()[0] for line in lines[1:5]] == ["flow", "FAST", "hold", "range"]
@@ -79,7 +81,7 @@ def test_the_comparison_leads_with_every_decoding_and_says_when_the_bar_is_misse
     assert lines[-1].startswith("The policy learned the task")
 
     missed = _evaluation(**{"flow": 0.01, "fast (AR)": 0.09, "hold current state": 0.1, "range centre": 0.3})
-    lines = demo.format_comparison(missed, demo.check_bar(missed)).splitlines()
+    lines = format_comparison(missed, check_bar(missed)).splitlines()
     assert lines[2].endswith("0.0900  MISS")
     assert lines[-1].startswith("MISSED THE BAR: FAST head, autoregressive 0.0900 vs limit 0.0500")
 
@@ -143,15 +145,33 @@ def test_log_lines_of_lerobot_train_are_parsed() -> None:
         "INFO 2026-11-22 14:22:31 ot_train.py:641 step:50 smpl:400 ep:4 epch:0.20 loss:7.531 grdn:1.636 lr:1.4e-04 "
         "updt_s:0.767 data_s:0.082 smp/s:9 flow_loss:1.540 fast_ce_loss:5.992 fast_token_accuracy:0.039"
     )
-    assert demo.parse_log_line(line) == {
+    assert parse_log_line(line) == {
         "step": 50,
         "loss": 7.531,
         "flow_loss": 1.54,
         "fast_ce_loss": 5.992,
         "fast_token_accuracy": 0.039,
     }
-    assert demo.parse_log_line("INFO ... step:1K smpl:8K loss:2e-3")["step"] == 1000
-    assert demo.parse_log_line("Training:  68%|######8   | 41/60 [00:16<00:03,  5.80step/s]") is None
+    assert parse_log_line("INFO ... step:1K smpl:8K loss:2e-3")["step"] == 1000
+    assert parse_log_line("Training:  68%|######8   | 41/60 [00:16<00:03,  5.80step/s]") is None
+
+
+def test_torchcodec_loader_errors_are_folded_to_one_line_in_the_training_log() -> None:
+    prefix = "WARNING:lerobot.utils.import_utils:"
+    warning = (
+        f"{prefix}Could not load libtorchcodec. Likely causes:\n  1. FFmpeg is not installed\n"
+        "[start of libtorchcodec loading traceback]\nTraceback (most recent call last):\nOSError: libavutil.so.60\n"
+        "[end of libtorchcodec loading traceback].\n"
+    )
+    fallback = "'torchcodec' is installed but cannot be loaded (see the error above). Falling back to 'pyav'."
+    log = f"INFO before\n{warning}{fallback}\nINFO after\n"
+    assert demo.fold_torchcodec_errors(log).splitlines() == [
+        "INFO before",
+        f"{prefix}Could not load libtorchcodec (6 lines of loader errors left out by the demo)",
+        fallback,
+        "INFO after",
+    ]
+    assert demo.fold_torchcodec_errors("INFO step:1 loss:1.0\n") == "INFO step:1 loss:1.0\n"
 
 
 def test_a_directory_that_holds_no_demo_is_never_replaced(tmp_path, capsys) -> None:

@@ -1,5 +1,5 @@
-"""The learning study's statistics (benchmarks/learning_study_report.py): the confidence correlation, the paired
-seed comparisons whose verdicts the README quotes, and the README tables written from the study's JSONs."""
+"""The learning study's statistics (benchmarks/study/stats.py, tables.py, results.py): the confidence correlation,
+the paired seed comparisons whose verdicts the README quotes, and the README tables written from the study's JSONs."""
 
 from __future__ import annotations
 
@@ -12,15 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from learning_study_readme import replace_block
-from learning_study_report import (
-    HOLD,
-    compare,
-    markdown_study_table,
-    mean_within_group_spearman,
-    skill,
-    spearman_with_ci,
-    summarize,
-)
+from study.stats import HOLD, compare, mean_within_group_spearman, skill, spearman_with_ci, summarize
+from study.tables import markdown_study_table
 
 
 def test_spearman_interval_separates_a_signal_from_noise() -> None:
@@ -94,7 +87,7 @@ def test_readme_tables_show_mean_spread_and_skill_against_holding_still(tmp_path
 
 
 def test_a_seed_run_later_merges_into_an_already_merged_study(tmp_path: Path) -> None:
-    from learning_study import merge_results
+    from study.results import merge_results
 
     def part(name: str, mse: list[float], seeds: list[int], machines: list[dict]) -> str:
         result = study_result(mse, hold=0.5)

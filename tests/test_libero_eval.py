@@ -34,9 +34,9 @@ from lerobot.envs.configs import LiberoEnv
 from lerobot.envs.utils import env_to_policy_features
 from libero_helpers import LiberoInstall, require_libero, run_setup
 
+from lerobot_fastplus.data.chunks import load_action_chunks
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
-from lerobot_fastplus.tools.chunks import load_action_chunks
 
 pytestmark = pytest.mark.slow
 

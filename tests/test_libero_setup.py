@@ -14,7 +14,7 @@ import pytest
 import yaml
 from libero_helpers import LiberoInstall, alter_file, asset_tree_of_links, require_libero, run_setup
 
-from lerobot_fastplus.tools.libero_assets import (
+from lerobot_fastplus.data.libero_assets import (
     assets_locations,
     git_blob_sha1,
     libero_package_dir,

@@ -11,9 +11,9 @@ from ki_helpers import CHUNK, DIM, action_chunks, make_assets, make_config, raw_
 from lerobot.policies.pi05 import PI05Config
 from lerobot.policies.rtc.configuration_rtc import RTCConfig
 
-from lerobot_fastplus.policies.common.core_tiny import core_pi05_tiny
 from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import PI05KIPolicy
 from lerobot_fastplus.policies.pi05_ki.processor_pi05_ki import make_pi05_ki_pre_post_processors
+from testing_support.core_tiny import core_pi05_tiny
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from lerobot.policies.pi05 import PI05Config
 from safetensors.torch import load_file, save_file
 
 from lerobot_fastplus.policies.common.checkpoint import FAST_TOKENIZER_DIR
-from lerobot_fastplus.policies.common.core_tiny import core_pi05_tiny
 from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import EMBED_KEY, PI05KIPolicy
+from testing_support.core_tiny import core_pi05_tiny
 
 WEIGHTS = "model.safetensors"
 

@@ -12,10 +12,10 @@ from cli_helpers import ACT_PRELUDE, BIN, run
 from conftest import shared_dataset
 from lerobot.datasets import LeRobotDataset
 
+from lerobot_fastplus.data.chunks import load_action_chunks
+from lerobot_fastplus.data.synthetic_dataset import TASK, make_synthetic_dataset
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
-from lerobot_fastplus.tools.chunks import load_action_chunks
-from lerobot_fastplus.tools.synthetic_dataset import TASK, make_synthetic_dataset
 
 CHUNK = 20
 ACT_SCRIPT = (

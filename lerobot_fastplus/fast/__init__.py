@@ -1,7 +1,7 @@
 """FAST action tokenizer (a transform along time, DCT by default, + scale/round + byte-level BPE) and the
 BOS/SPLIT/EOS layout.
 
-Plain numpy/scipy/tokenizers: no torch here.
+Plain numpy/scipy/tokenizers: no torch here. The bottom layer: imports nothing else of ``lerobot_fastplus``.
 """
 
 from lerobot_fastplus.fast.split_layout import LayoutBatch, ParsedActions, SplitLayout

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,7 @@ AUTO_PROCESSOR = "processing_fastplus.FastActionProcessor"
 MIN_FIT_CHUNKS = 8
 # Code points from here on are UTF-16 surrogates: they have no UTF-8 form, so no token can carry them.
 _SURROGATE_START = 0xD800
+_INT64 = np.iinfo(np.int64)
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,11 @@ def _as_chunk_batch(actions: Any, what: str, *, allow_single: bool = True) -> np
 def _id_sequence(seq: Any) -> list[int] | str:
     """One sequence of token ids as a list of Python ints, or the reason it is not one."""
     if isinstance(seq, np.ndarray | Sequence) and not isinstance(seq, str | bytes):
-        items = seq.tolist() if isinstance(seq, np.ndarray) else list(seq)
         if isinstance(seq, np.ndarray) and seq.ndim != 1:
             return f"expected a flat sequence of token ids, got an array of shape {seq.shape}"
+        items = seq.tolist() if isinstance(seq, np.ndarray) else list(seq)
+        if set(map(type, items)) <= {int}:  # the usual case, checked without a Python step per id
+            return items
         for item in items:
             if isinstance(item, bool) or not isinstance(item, int | np.integer):
                 return f"token ids must be integers, got {type(item).__name__} {item!r:.40}"
@@ -121,6 +126,86 @@ def _id_rows(ids: Any) -> list[Any]:
     if hasattr(ids, "tolist"):  # e.g. a torch tensor
         return _id_rows(ids.tolist())
     return [ids]
+
+
+def _integer_matrix(ids: Any) -> np.ndarray | None:
+    """``ids`` as a 2-D integer numpy array when it is a plain numpy array or torch tensor of that kind, else None.
+
+    Every row of such a batch is a sequence of integers, so it needs none of :func:`_id_sequence`'s checks.
+    Subclasses of ``np.ndarray`` (``np.matrix``, masked arrays) take the general path, which splits them into rows
+    differently.
+    """
+    torch = sys.modules.get("torch")  # a tensor implies torch is loaded; this module never imports it
+    if torch is not None and isinstance(ids, torch.Tensor):
+        if ids.ndim != 2 or ids.dtype not in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+            return None
+        ids = ids.detach().cpu().numpy()
+    if type(ids) is np.ndarray and ids.ndim == 2 and ids.dtype.kind in "iu":
+        return ids
+    return None
+
+
+def _flat_ids(ids: Any) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """A batch of id sequences as one int64 array of all its ids, the number of ids of each row, and for each row
+    the reason it is not a sequence of integers (None when it is; such rows add no ids).
+
+    Ids that int64 cannot hold become -1: out of range for any vocabulary, like the ids themselves.
+    """
+    matrix = _integer_matrix(ids)
+    if matrix is not None:
+        n, length = matrix.shape
+        # uint64 ids from 2**63 on wrap around to negative ones
+        return matrix.reshape(-1).astype(np.int64), np.full(n, length, dtype=np.int64), [None] * n
+    sequences = [row if type(row) is list else _id_sequence(row) for row in _id_rows(ids)]
+    flat = list(chain.from_iterable(seq for seq in sequences if type(seq) is list))
+    if not set(map(type, flat)) <= {int}:  # some list row holds other values: check the lists one by one
+        sequences = [_id_sequence(seq) if type(seq) is list else seq for seq in sequences]
+        flat = list(chain.from_iterable(seq for seq in sequences if type(seq) is list))
+    try:
+        values = np.fromiter(flat, dtype=np.int64, count=len(flat))
+    except OverflowError:
+        values = np.fromiter(
+            (t if _INT64.min <= t <= _INT64.max else -1 for t in flat), dtype=np.int64, count=len(flat)
+        )
+    lengths = np.array([len(seq) if type(seq) is list else 0 for seq in sequences], dtype=np.int64)
+    return values, lengths, [seq if type(seq) is str else None for seq in sequences]
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _utf8_rows(data: bytes, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode the rows ``data[ends[i - 1]:ends[i]]`` as UTF-8, each on its own.
+
+    Returns the code points of the rows, concatenated; each row's number of code points; and whether each row is
+    valid UTF-8 by itself. One decode of the whole buffer stands in for one per row: when the buffer is valid, a row
+    is valid exactly when no character straddles one of its ends, and its code points are those whose first byte it
+    holds. Otherwise the rows are checked one by one and the invalid ones contribute no code points.
+    """
+    starts = np.concatenate(([0], ends[:-1]))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        ok = np.array([_is_utf8(data[s:e]) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)], dtype=bool)
+        counts = np.zeros(len(ends), dtype=np.int32)
+        if not ok.any():
+            return np.zeros(0, dtype="<u4"), counts, ok
+        kept = b"".join(data[s:e] for s, e in zip(starts[ok].tolist(), ends[ok].tolist(), strict=True))
+        codes, counts[ok], _ = _utf8_rows(kept, np.cumsum(ends[ok] - starts[ok]))
+        return codes, counts, ok
+    continuation = np.append((np.frombuffer(data, dtype=np.uint8) & 0xC0) == 0x80, False)  # one past the end too
+    leads = ~continuation
+    leads[-1] = False
+    counts = np.add.reduceat(leads, starts, dtype=np.int32)
+    empty = starts == ends
+    counts[empty] = 0  # reduceat gives a row with no bytes the next entry instead
+    ok = ~(continuation[starts] | continuation[ends]) | empty
+    return np.frombuffer(text.encode("utf-32-le"), dtype="<u4"), counts, ok
 
 
 def _codes_to_strings(codes: np.ndarray) -> list[str]:
@@ -227,6 +312,12 @@ class FastTokenizer:
         self.time_horizon = time_horizon
         self.action_dim = action_dim
         self._token_bytes = _token_bytes_table(bpe)
+        # the same table as flat arrays, for decoding whole batches at once
+        sizes = np.array([-1 if raw is None else len(raw) for raw in self._token_bytes], dtype=np.int64)
+        self._is_byte_token = sizes >= 0
+        self._token_sizes = np.maximum(sizes, 0)
+        self._token_starts = np.cumsum(self._token_sizes) - self._token_sizes
+        self._token_blob = np.frombuffer(b"".join(raw or b"" for raw in self._token_bytes), dtype=np.uint8)
         representable = _max_representable_code(self._token_bytes)
         if max_token is None:
             span = _alphabet_span(bpe)
@@ -340,20 +431,14 @@ class FastTokenizer:
             coefficients = transforms.forward(arr, self.transform) * self.scale
         return coefficients.reshape(arr.shape[0], arr.shape[1] * arr.shape[2])
 
-    def _outside(self, coefficients: np.ndarray) -> np.ndarray:
-        """Where the rounded coefficients leave [min_token, max_token] (non-finite ones included)."""
+    def _outside(self, rounded: np.ndarray) -> np.ndarray:
+        """Where rounded coefficients leave [min_token, max_token] (non-finite ones included)."""
         with np.errstate(invalid="ignore"):
-            inside = (coefficients >= self.min_token - 0.5) & (coefficients <= self.max_token + 0.5)
-        # exactly on a boundary: round half to even decides
-        edge = inside & ((coefficients == self.min_token - 0.5) | (coefficients == self.max_token + 0.5))
-        if edge.any():
-            rounded = np.rint(coefficients[edge])
-            inside[edge] = (rounded >= self.min_token) & (rounded <= self.max_token)
-        return ~inside
+            return ~((rounded >= self.min_token) & (rounded <= self.max_token))
 
     def out_of_range(self, actions: np.ndarray) -> np.ndarray:
         """Per chunk, how many coefficients fall outside the tokenizer's code range (what ``clip=True`` clips)."""
-        return self._outside(self._scaled_coefficients(actions)).sum(axis=1)
+        return self._outside(np.rint(self._scaled_coefficients(actions))).sum(axis=1)
 
     def codes(self, actions: np.ndarray, *, clip: bool = False) -> np.ndarray:
         """Integer codes ``[B, T*D]`` (rounded coefficients minus ``min_token``) of a batch.
@@ -361,7 +446,8 @@ class FastTokenizer:
         Coefficients outside the tokenizer's range raise, or with ``clip=True`` are clipped to it (in floating
         point, before rounding, so no magnitude can overflow the integer conversion)."""
         coefficients = self._scaled_coefficients(actions)
-        outside = self._outside(coefficients)
+        rounded = np.rint(coefficients)
+        outside = self._outside(rounded)
         if outside.any():
             bad = coefficients[outside]
             if not clip or not np.isfinite(bad).all():
@@ -374,8 +460,8 @@ class FastTokenizer:
                     "fastplus-train-tokenizer, widen its range (range_margin), or pass clip=True to clip the "
                     "coefficients."
                 )
-            np.clip(coefficients, self.min_token, self.max_token, out=coefficients)
-        return np.rint(coefficients).astype(np.int64) - self.min_token
+            rounded = np.rint(np.clip(coefficients, self.min_token, self.max_token))
+        return rounded.astype(np.int64) - self.min_token
 
     def encode(self, actions: np.ndarray, *, clip: bool = False) -> list[list[int]]:
         """Token ids of each chunk in ``actions`` (``[B, T, D]`` or ``[T, D]``): a ragged list of lists."""
@@ -402,53 +488,65 @@ class FastTokenizer:
                 "decode needs the chunk shape: pass time_horizon= and action_dim=, or set them on the "
                 "tokenizer (the published FAST+ files leave them unset)."
             )
-        rows = _id_rows(ids)
-        n = len(rows)
+        flat, lengths, reasons = _flat_ids(ids)
+        n = len(lengths)
         actions = np.zeros((n, horizon, dim), dtype=np.float64)
         valid = np.zeros(n, dtype=bool)
-        reasons: list[str | None] = [None] * n
         if n == 0:
             return DecodeResult(actions, valid, reasons)
 
-        num_ids = self.num_ids
-        sequences: list[list[int] | str] = [_id_sequence(seq) for seq in rows]
-        candidates: list[int] = []
-        for i, seq in enumerate(sequences):
-            if isinstance(seq, str):
-                reasons[i] = seq
-            elif not seq:
-                reasons[i] = "empty token sequence"
-            elif min(seq) < 0 or max(seq) >= num_ids:
-                reasons[i] = f"token id out of range [0, {num_ids})"
-            else:
-                candidates.append(i)
+        # the id checks, in order of precedence: a row keeps the first reason it gets
+        row_of = np.repeat(np.arange(n), lengths)
+        unknown = (flat < 0) | (flat >= self.num_ids)
+        not_bytes = ~self._is_byte_token[np.where(unknown, 0, flat)] & ~unknown
+        for flagged, reason in (
+            (lengths == 0, "empty token sequence"),
+            (np.bincount(row_of[unknown], minlength=n), f"token id out of range [0, {self.num_ids})"),
+            (np.bincount(row_of[not_bytes], minlength=n), "token ids must be ids of byte-level tokens"),
+        ):
+            for i in np.flatnonzero(flagged).tolist():
+                if reasons[i] is None:
+                    reasons[i] = reason
+        candidate = np.array([reason is None for reason in reasons])
+        if not candidate.any():
+            return DecodeResult(actions, valid, reasons)
+
+        # the bytes of the remaining rows, gathered from the token table into one buffer, and their code points
+        rows = np.flatnonzero(candidate)
+        kept = flat if len(rows) == n else flat[candidate[row_of]]
+        sizes = self._token_sizes[kept]
+        byte_ends = np.cumsum(sizes)
+        gather = np.repeat(self._token_starts[kept] - (byte_ends - sizes), sizes) + np.arange(byte_ends[-1])
+        codes, counts, utf8 = _utf8_rows(self._token_blob[gather].tobytes(), byte_ends[np.cumsum(lengths[rows]) - 1])
+        for i in rows[~utf8].tolist():
+            reasons[i] = "tokens split a multi-byte character (invalid UTF-8)"
+
         expected = horizon * dim
-        table = self._token_bytes
-        good_rows: list[int] = []
-        good_texts: list[str] = []
-        for i in candidates:
-            try:
-                text = b"".join([table[t] for t in sequences[i]]).decode("utf-8")
-            except UnicodeDecodeError:
-                reasons[i] = "tokens split a multi-byte character (invalid UTF-8)"
-            except TypeError:  # an id that is not a byte-level token (e.g. an added special token)
-                reasons[i] = "token ids must be ids of byte-level tokens"
-            else:
-                if len(text) != expected:
-                    reasons[i] = f"decoded {len(text)} coefficients, expected {horizon}x{dim}={expected}"
-                elif (top := max(map(ord, text))) > self.max_code:
-                    reasons[i] = (
-                        f"coefficient {top + self.min_token} outside the tokenizer's range "
-                        f"{self.min_token}..{self.max_token}"
-                    )
-                else:
-                    good_rows.append(i)
-                    good_texts.append(text)
-        if good_rows:
-            codes = np.frombuffer("".join(good_texts).encode("utf-32-le"), dtype="<u4")
-            coeff = (codes.astype(np.int64) + self.min_token).reshape(len(good_rows), horizon, dim)
-            actions[good_rows] = transforms.inverse(coeff / self.scale, self.transform)
-            valid[good_rows] = True
+        complete = utf8 & (counts == expected)
+        for i, count in zip(rows[utf8 & ~complete].tolist(), counts[utf8 & ~complete].tolist(), strict=True):
+            reasons[i] = f"decoded {count} coefficients, expected {horizon}x{dim}={expected}"
+        if not complete.any():
+            return DecodeResult(actions, valid, reasons)
+        block = (
+            codes.reshape(-1, expected) if complete.all() else codes[np.repeat(complete, counts)].reshape(-1, expected)
+        )
+        top = block.max(axis=1)
+        inside = top <= self.max_code
+        for i, code in zip(rows[complete][~inside].tolist(), top[~inside].tolist(), strict=True):
+            reasons[i] = (
+                f"coefficient {code + self.min_token} outside the tokenizer's range {self.min_token}..{self.max_token}"
+            )
+        good = rows[complete][inside]
+        # integers below 2**53: adding in float64 is exact, the same values as adding in int64 and converting
+        coefficients = (block if inside.all() else block[inside]).astype(np.float64)
+        coefficients += self.min_token
+        coefficients /= self.scale
+        decoded = transforms.inverse(coefficients.reshape(len(good), horizon, dim), self.transform)
+        if len(good) == n:
+            actions = decoded
+        else:
+            actions[good] = decoded
+        valid[good] = True
         return DecodeResult(actions, valid, reasons)
 
     # ------------------------------------------------------------------ persistence

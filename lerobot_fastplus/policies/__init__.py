@@ -1,1 +1,4 @@
-"""Policies added by the plugin (each registers its config type when its ``configuration_*`` module is imported)."""
+"""Policies added by the plugin (each registers its config type when its ``configuration_*`` module is imported).
+
+May import ``fast``, ``fast_action_step`` and ``data``; never ``evaluation`` or ``tools``.
+"""

@@ -1,6 +1,9 @@
-"""Command-line tools: train and check a FAST action tokenizer on a local LeRobotDataset.
+"""Console scripts only (``[project.scripts]`` in pyproject.toml), one module each, plus ``cli``, what they share.
 
-``chunks`` reads and normalises action chunks, ``report`` measures a tokenizer on them,
-``train_tokenizer`` / ``check_tokenizer`` are the console scripts, and ``synthetic_dataset``
-writes a small offline LeRobotDataset for demos and tests.
+``train_tokenizer`` / ``check_tokenizer`` / ``compare_transforms`` fit and measure FAST tokenizers, ``evaluate_offline``
+scores a checkpoint, ``libero_setup`` makes LeRobot's LIBERO env work offline, ``demo`` runs the whole pipeline.
+Library code lives in ``data``, ``evaluation`` and ``fast``: commands may import any part of the package, nothing in
+the package imports a command (``demo`` runs ``train_tokenizer``'s ``train``, the one command calling another).
+A command module imports LeRobot, torch, transformers and the package modules that import them only inside the
+functions that run it, so that its config parses and ``--help`` prints at once (``tests/test_console_help.py``).
 """

@@ -14,20 +14,15 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from lerobot.utils.constants import ACTION
 
-from lerobot_fastplus.fast import FastTokenizer
-from lerobot_fastplus.tools.chunks import ChunkSourceConfig, open_dataset, tokenizer_chunks
-from lerobot_fastplus.tools.report import compute_report
-from lerobot_fastplus.tools.train_tokenizer import (
-    ToolResult,
-    check_layout_args,
-    print_range,
-    run_cli,
-    write_outputs,
-)
+from lerobot_fastplus.data.chunk_source import ChunkSourceConfig
+from lerobot_fastplus.tools.cli import ToolResult, check_layout_args, print_range, run_cli, write_outputs
+
+if TYPE_CHECKING:
+    from lerobot_fastplus.fast import FastTokenizer
 
 DEFAULT_HORIZON = 10
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -49,6 +44,8 @@ def looks_like_repo_id(value: str) -> bool:
 
 
 def load_tokenizer(location: str | None) -> FastTokenizer:
+    from lerobot_fastplus.fast import FastTokenizer
+
     if not location:
         raise ValueError("pass --tokenizer=<FAST tokenizer directory>, e.g. <output_dir>/tokenizer from training.")
     if not Path(location).expanduser().exists() and not looks_like_repo_id(location):
@@ -61,6 +58,11 @@ def load_tokenizer(location: str | None) -> FastTokenizer:
 
 def check(cfg: CheckTokenizerConfig) -> ToolResult:
     """Load, encode with clipping, report. Raises ValueError with a readable message on bad input."""
+    from lerobot.utils.constants import ACTION
+
+    from lerobot_fastplus.data.chunks import open_dataset, tokenizer_chunks
+    from lerobot_fastplus.evaluation.tokenizer_report import compute_report
+
     cfg.validate()
     tokenizer = load_tokenizer(cfg.tokenizer)
     root = cfg.dataset_root()

@@ -23,15 +23,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lerobot_fastplus.data.chunk_source import ChunkSourceConfig
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.fast.transforms import DCT, check_transform
-from lerobot_fastplus.tools.chunks import ActionChunks, ChunkSourceConfig, load_action_chunks, open_dataset
-from lerobot_fastplus.tools.report import compute_report
-from lerobot_fastplus.tools.train_tokenizer import print_range, run_cli
+from lerobot_fastplus.tools.cli import print_range, run_cli
+
+if TYPE_CHECKING:
+    from lerobot_fastplus.data.chunks import ActionChunks
 
 DEFAULT_TRANSFORMS = ("dct", "haar", "db2", "db4", "none")
 DEFAULT_SCALES = (5.0, 7.0, 10.0, 14.0, 20.0, 28.0)
@@ -138,6 +140,8 @@ def _subset(chunks: ActionChunks, keep: np.ndarray) -> ActionChunks:
 
 def measure(transform: str, scale: float, fit: ActionChunks, evaluate: ActionChunks, vocab_size: int) -> Point:
     """Fit on ``fit``, encode (clipping) and decode ``evaluate``; a fit that fails becomes a Point with its error."""
+    from lerobot_fastplus.evaluation.tokenizer_report import compute_report
+
     start = time.perf_counter()
     try:
         tokenizer = FastTokenizer.fit(fit.normalized, scale=scale, vocab_size=vocab_size, transform=transform)
@@ -189,6 +193,8 @@ def interpolate_at_mse(points: Sequence[Point], target: float) -> tuple[float, f
 
 def compare(cfg: CompareTransformsConfig) -> dict[str, Any]:
     """Load the dataset's chunks, compare, write the JSON and the plot; returns the JSON content."""
+    from lerobot_fastplus.data.chunks import load_action_chunks, open_dataset
+
     cfg.validate()
     root = cfg.dataset_root()
     dataset = open_dataset(root, cfg.dataset_repo_id(), cfg.episodes)

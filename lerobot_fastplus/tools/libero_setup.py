@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from lerobot_fastplus.tools.libero_assets import (
+from lerobot_fastplus.data.libero_assets import (
     INSTALL_HINT,
     assets_locations,
     libero_package_dir,
@@ -40,7 +40,7 @@ from lerobot_fastplus.tools.libero_assets import (
     read_manifest,
     verify_assets,
 )
-from lerobot_fastplus.tools.train_tokenizer import run_cli
+from lerobot_fastplus.tools.cli import run_cli
 
 # Keys hf-libero reads from config.yaml (it also writes "assets", which it never reads).
 REQUIRED_CONFIG_KEYS = ("benchmark_root", "bddl_files", "init_states", "datasets")

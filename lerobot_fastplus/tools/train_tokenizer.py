@@ -13,27 +13,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-import draccus
-from draccus.utils import DecodingError
-from lerobot.datasets import LeRobotDataset
-
-from lerobot_fastplus.fast import FastTokenizer
-from lerobot_fastplus.fast.transforms import check_transform
-from lerobot_fastplus.tools.chunks import (
-    ActionChunks,
-    ChunkSourceConfig,
-    check_horizon,
-    open_dataset,
-    range_warning,
-    summarize_range,
-    tokenizer_chunks,
-)
-from lerobot_fastplus.tools.report import TokenizerReport, compute_report, format_report, save_report
+from lerobot_fastplus.data.chunk_source import ChunkSourceConfig
+from lerobot_fastplus.tools.cli import ToolResult, check_layout_args, print_range, run_cli, write_outputs
 
 
 @dataclass
@@ -51,62 +36,20 @@ class TrainTokenizerConfig(ChunkSourceConfig):
     overwrite: bool = False
 
     def validate(self) -> None:
+        from lerobot_fastplus.fast.transforms import check_transform
+
         super().validate()
         if self.vocab_size <= 0 or self.scale <= 0:
             raise ValueError(f"--vocab_size ({self.vocab_size}) and --scale ({self.scale}) must be positive.")
         self.transform = check_transform(self.transform)
 
 
-@dataclass
-class ToolResult:
-    report: TokenizerReport
-    output_dir: Path
-    tokenizer_dir: Path
-    report_json: Path
-    report_png: Path
-
-
-def print_range(chunks: ActionChunks) -> None:
-    """The normalised value range, and a warning on stderr when it is far wider than [-1, 1]."""
-    summary = summarize_range(chunks)
-    share = summary.far_share_total
-    print(
-        f"{len(chunks.raw)} chunks of {chunks.horizon} x {chunks.action_dim} from {chunks.dataset}; "
-        f"{chunks.mode.value}-normalised range {summary.low:.3f}..{summary.high:.3f} "
-        f"({share:.2%} of values beyond |x| > {summary.far_threshold:g})"
-    )
-    warning = range_warning(summary, chunks)
-    if warning:
-        print(warning, file=sys.stderr)
-
-
-def check_layout_args(cfg: ChunkSourceConfig, dataset: LeRobotDataset, horizon: int) -> None:
-    if cfg.chunk_size is None:
-        return
-    check_horizon(dataset, cfg.chunk_size, "--chunk_size")
-    split_every = cfg.split_every or horizon
-    if cfg.relative_actions and split_every != horizon:
-        raise ValueError(
-            f"with --relative_actions=true the sub-chunks are the tokenizer's chunks: --split_every={split_every} "
-            f"must equal --horizon={horizon}."
-        )
-    if split_every > cfg.chunk_size:
-        raise ValueError(
-            f"--split_every={split_every} is larger than --chunk_size={cfg.chunk_size}; pass --split_every <= "
-            "chunk_size (usually the tokenizer's horizon)."
-        )
-
-
-def write_outputs(
-    report: TokenizerReport, chunks: ActionChunks, output_dir: Path, extra: dict[str, Any]
-) -> tuple[Path, Path]:
-    json_path, png_path = save_report(report, chunks, output_dir, extra)
-    print(format_report(report))
-    return json_path, png_path
-
-
 def train(cfg: TrainTokenizerConfig) -> ToolResult:
     """Fit, save and report. Raises ValueError with a readable message on bad input."""
+    from lerobot_fastplus.data.chunks import open_dataset, tokenizer_chunks
+    from lerobot_fastplus.evaluation.tokenizer_report import compute_report
+    from lerobot_fastplus.fast import FastTokenizer
+
     cfg.validate()
     root = cfg.dataset_root()
     output_dir = Path(cfg.output_dir or Path("outputs") / "fastplus_tokenizer" / root.name)
@@ -144,17 +87,6 @@ def train(cfg: TrainTokenizerConfig) -> ToolResult:
     json_path, png_path = write_outputs(report, chunks, output_dir, extra)
     print(f"tokenizer:   {tokenizer_dir}\nreport.json: {json_path}\nreport.png:  {png_path}")
     return ToolResult(report, output_dir, tokenizer_dir, json_path, png_path)
-
-
-def run_cli(config_class: type, run: Callable[[Any], Any], argv: Sequence[str] | None) -> int:
-    """Parse flags with draccus and run; a ValueError becomes its message and exit code 2."""
-    try:
-        cfg = draccus.parse(config_class=config_class, args=argv)
-        run(cfg)
-    except (ValueError, DecodingError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,6 @@
-"""Pieces shared by the plugin's pi0-family policies: backbone variants (incl. a tiny one) and text tokenizers."""
+"""Pieces shared by the plugin's pi0-family policies: backbone variants (incl. a tiny one), text tokenizers,
+checkpoint loading, decoding, processors and config checks. Imports like ``policies``: ``fast``,
+``fast_action_step`` and ``data`` only."""
 
 from lerobot_fastplus.policies.common.backbone import (
     GEMMA_VARIANTS,

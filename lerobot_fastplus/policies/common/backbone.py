@@ -85,11 +85,3 @@ def expert_hf_config(variant: str, *, use_adarms: bool = True, dtype: str = "flo
         use_adarms=use_adarms,
         adarms_cond_dim=sizes.width if use_adarms else None,
     )
-
-
-def with_depth(variant: str, depth: int) -> GemmaConfig:
-    """The sizes of ``variant`` with ``depth`` layers: the published widths (full vocabulary and SigLIP) at a depth
-    a small machine holds, for memory and integration checks. Not a variant until registered under a name of its
-    own in ``GEMMA_VARIANTS`` (tests and benchmarks do so)."""
-    sizes = gemma_variant(variant)
-    return GemmaConfig(sizes.width, depth, sizes.mlp_dim, sizes.num_heads, sizes.num_kv_heads, sizes.head_dim)

@@ -34,7 +34,6 @@ CHECKPOINT_LAYOUT = (
     "Pass a checkpoint directory (the pretrained_model/ folder holding model.safetensors and config.json, e.g. "
     "outputs/train/<run>/checkpoints/last/pretrained_model) or a hub repo id such as lerobot/pi05_base."
 )
-HUB_KWARGS = ("force_download", "proxies", "token", "cache_dir", "local_files_only", "revision")
 READ_BUDGET = 64 * 2**20  # checkpoint bytes read through one opening of the file
 _ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 

@@ -101,9 +101,10 @@ def warn_if_state_saturates(config: Any, dataset_stats: Mapping[str, Mapping[str
     action = NormalizationMode(config.normalization_mapping.get("ACTION", NormalizationMode.MEAN_STD)).value
     worst = int(share.argmax())
     logger.warning(
-        "%s: under %s normalisation about %.0f%% of the dataset's %s values (estimated from its statistics; "
-        "dimension %d: %.0f%%) fall outside [-1, 1] and land in the first or last of the prompt's 256 state bins. "
-        "Estimated for other modes: %s. Choose another with --policy.normalization_mapping="
+        "%s: the prompt writes the normalised state as 256 bins over [-1, 1], but under %s normalisation about "
+        "%.0f%% of the dataset's %s values (estimated from its statistics; dimension %d: %.0f%%) fall outside "
+        "[-1, 1], into the first or last bin, where the policy cannot tell them apart. Estimated for other modes: "
+        "%s. To keep that part of the state, choose the mode that clips least with --policy.normalization_mapping="
         '\'{"VISUAL": "IDENTITY", "STATE": "<mode>", "ACTION": "%s"}\' (LeRobot stores quantiles averaged over '
         "episodes, narrower than the dataset's own when episodes differ).",
         policy,

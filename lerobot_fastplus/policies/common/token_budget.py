@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from lerobot.configs import NormalizationMode, PreTrainedConfig
 
+from lerobot_fastplus.data.chunks import load_action_chunks, open_dataset
 from lerobot_fastplus.fast.split_layout import SplitLayout
-from lerobot_fastplus.tools.chunks import load_action_chunks, open_dataset
 
 logger = logging.getLogger(__name__)
 

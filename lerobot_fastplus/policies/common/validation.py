@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from lerobot.configs import PreTrainedConfig
@@ -56,6 +57,21 @@ def load_fast_tokenizer(path: str, flag: str) -> FastTokenizer:
         return FastTokenizer.load(path)
     except (ValueError, OSError) as err:
         raise ValueError(f"{flag}={path}: {err}") from err
+
+
+def check_fast_tokenizer_path_when_parsed(config: PreTrainedConfig, path: str, flag: str) -> None:
+    """Load the FAST tokenizer ``path`` (set by ``flag``) while the flags are parsed when it is an existing local
+    path, so that a folder that holds none (the tokenizer tool's output folder instead of its ``tokenizer/``, a text
+    tokenizer, ...) is refused in the one line LeRobot prints, before it opens the dataset.
+
+    Only for a config without features (flags, a training config file): a checkpoint's ``config.json`` has them and
+    the policy then uses the checkpoint's own copy of the tokenizer, wherever ``path`` pointed when it was trained.
+    A path that does not exist (yet: the ready configs name one to fit) or a hub id is left to the policy, which
+    loads it when it is built.
+    """
+    if config.output_features or not path or not Path(path).expanduser().exists():
+        return
+    load_fast_tokenizer(path, flag)
 
 
 def check_fast_tokenizer(

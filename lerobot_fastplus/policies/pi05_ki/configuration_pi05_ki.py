@@ -36,6 +36,7 @@ from lerobot_fastplus.fast.tokenizer import FastTokenizer
 from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, PALIGEMMA_VOCAB_SIZE
 from lerobot_fastplus.policies.common.checkpoint import locate_init_weights
 from lerobot_fastplus.policies.common.validation import (
+    check_fast_tokenizer_path_when_parsed,
     policy_fast_tokenizer,
     require_action_feature,
     resolve_split_every,
@@ -58,28 +59,60 @@ FAST_DECODING_RTC_REFUSAL = (
 @PreTrainedConfig.register_subclass("pi05_ki")
 @dataclass
 class PI05KIConfig(PI05Config):
+    # Text tokenizer of the prompt: a hub id or a local directory. The default is PaliGemma's, gated on the hub;
+    # offline, use a local copy or a stand-in with PaliGemma's id layout (docs/own_data.md).
     text_tokenizer_name: str = "google/paligemma-3b-pt-224"
+    # FAST tokenizer of the target chunks the backbone learns to predict: a hub id or a local directory, e.g. the
+    # tokenizer/ folder written by fastplus-train-tokenizer. Fit it on the policy's action normalisation (QUANTILES)
+    # and, with use_relative_actions, on relative chunks. A checkpoint keeps its own copy.
     fast_tokenizer_path: str = "physical-intelligence/fast"
-    # None: DEFAULT_SPLIT_EVERY steps, or chunk_size when the chunk is shorter
+    # Steps per FAST sub-chunk (the FAST tokenizer's time horizon); a chunk of chunk_size steps is encoded as
+    # BOS, sub-chunk, SPLIT, sub-chunk, ..., EOS. Unset (None): 10 steps, or chunk_size when the chunk is shorter.
     split_every: int | None = None
+    # Most FAST tokens of one chunk in training (BOS, SPLITs and EOS included). A sample of the dataset's chunks is
+    # checked against it when the policy is built; sub-chunks beyond it are left out of the targets.
     max_action_tokens: int = 256
+    # Vocabulary id of the action sequence's BOS: one of PaliGemma's <seg> ids (257024..257151).
     action_bos_token_id: int = SEG_IDS[0]
+    # Vocabulary id of SPLIT, the separator between sub-chunks: one of PaliGemma's <seg> ids (257024..257151).
     action_split_token_id: int = SEG_IDS[1]
+    # Vocabulary id of EOS, which ends the action sequence and pads a batch: one of PaliGemma's <seg> ids.
     action_eos_token_id: int = SEG_IDS[2]
+    # Weight of the FAST-token cross-entropy, the loss that trains the backbone (Knowledge Insulation: 1; 0 trains
+    # the action expert alone).
     fast_loss_weight: float = 1.0
+    # Weight of the flow-matching MSE, which trains the action expert only: the expert reads the backbone through a
+    # stop-gradient (Knowledge Insulation: 1).
     flow_loss_weight: float = 1.0
+    # Normalisation of the FAST cross-entropy: "action" over the action ids only (FAST ids, SPLIT, EOS: what the
+    # decoder may emit), "full" over the whole 257,152-id vocabulary.
     fast_ce_vocabulary: str = "action"
+    # How the policy acts: "flow" (pi05's flow sampling; works with RTC) or "fast" (autoregressive decoding from the
+    # backbone's FAST head under the exact grammar, for comparison; not with RTC).
     action_decoding: str = "flow"
-    # action_decoding="fast": sampling temperature (0: greedy) and step limit (None: the exact grammar's bound, the
-    # longest sequence the layout allows; a smaller value is refused when the policy is built)
+    # With action_decoding="fast" (or report_disagreement): sampling temperature of the FAST head, 0 is greedy.
     fast_decoding_temperature: float = 0.0
+    # With action_decoding="fast" (or report_disagreement): most tokens generated per chunk. Unset (None): the exact
+    # grammar's bound, the longest sequence the layout allows; a smaller value is refused when the policy is built.
     max_decoding_steps: int | None = None
     # Opt-in: at every chunk also decode the other way (flow and the FAST head) and report their disagreement, the
     # normalised MSE between the two chunks over the executed steps, in ``policy.last_disagreement`` and the log. On
-    # held-out so101_record_test chunks it ranks the flow chunk's error (README, learning study); it costs one FAST
+    # held-out so101_record_test chunks it ranks the flow chunk's error (docs/learning_study.md); it costs one FAST
     # decode per chunk.
     report_disagreement: bool = False
+    # Weights that initialise a new policy: a pi05 or pi05_ki checkpoint (hub id such as lerobot/pi05_base, or a
+    # local pretrained_model directory), loaded strictly. Unlike --policy.pretrained_path, the policy keeps its own
+    # processors with the FAST step. None: random initialisation.
     init_from: str | None = None
+    # Start the 256 state-bin tokens of the prompt ("State: 12 250 ...") from ordinal embeddings (neighbouring bins
+    # close) instead of random ones. Only for a backbone trained from scratch with a word-level text tokenizer that
+    # has one token per bin (the offline stand-in); not with init_from.
+    ordinal_state_embeddings: bool = False
+    # Temporal ensembling at run time (ACT's): predict a chunk at every step and act with the exponentially weighted
+    # average of every chunk's prediction for that step (weights exp(-coeff * age), 0.01 in ACT; older predictions
+    # weigh more for a positive coeff). Smooths flow sampling's step-to-step noise at one chunk per step; needs
+    # n_action_steps=1 and no RTC. None: act from a queue of n_action_steps actions per chunk, as pi05.
+    temporal_ensemble_coeff: float | None = None
 
     def __post_init__(self) -> None:
         # PI05Config.__post_init__ accepts only the two published variants; its other checks are repeated here.
@@ -90,6 +123,11 @@ class PI05KIConfig(PI05Config):
             )
         if self.dtype not in ("bfloat16", "float32"):
             raise ValueError(f"dtype must be 'bfloat16' or 'float32', got {self.dtype!r}.")
+        if self.ordinal_state_embeddings and self.init_from:
+            raise ValueError(
+                "ordinal_state_embeddings sets the starting embeddings of a backbone trained from scratch; "
+                "drop it or init_from (a pretrained backbone already has its number embeddings)."
+            )
         self._validate_variants()
         self._validate_action_tokens()
         self._validate_training_and_decoding()
@@ -161,6 +199,7 @@ class PI05KIConfig(PI05Config):
                 "fast_tokenizer_path is empty: set it to a FAST tokenizer directory (fastplus-train-tokenizer writes "
                 "one) or hub id (physical-intelligence/fast)."
             )
+        check_fast_tokenizer_path_when_parsed(self, self.fast_tokenizer_path, "--policy.fast_tokenizer_path")
 
     def _validate_training_and_decoding(self) -> None:
         if self.fast_loss_weight < 0 or self.flow_loss_weight < 0 or self.fast_loss_weight + self.flow_loss_weight == 0:
@@ -189,6 +228,13 @@ class PI05KIConfig(PI05Config):
             )
         if self.action_decoding == "fast" and self.rtc_config is not None and self.rtc_config.enabled:
             raise ValueError(FAST_DECODING_RTC_REFUSAL)
+        if self.temporal_ensemble_coeff is not None and self.n_action_steps != 1:
+            raise ValueError(
+                f"temporal_ensemble_coeff predicts a chunk at every step: set --policy.n_action_steps=1 "
+                f"(got {self.n_action_steps}), or leave temporal_ensemble_coeff unset."
+            )
+        if self.temporal_ensemble_coeff is not None and self.rtc_config is not None and self.rtc_config.enabled:
+            raise ValueError("temporal_ensemble_coeff and RTC both blend chunks; use one (RTC: --inference.type=rtc).")
 
 
 show_config_errors_on_the_cli()

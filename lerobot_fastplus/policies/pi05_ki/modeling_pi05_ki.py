@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from lerobot.configs import PreTrainedConfig
 from lerobot.lerobot_types import TransitionKey
+from lerobot.policies.act.modeling_act import ACTTemporalEnsembler
 from lerobot.policies.common.vla_utils import make_att_2d_masks, prepare_attention_masks_4d
 from lerobot.policies.pi05.modeling_pi05 import (
     ActionSelectKwargs,
@@ -80,6 +81,7 @@ from lerobot_fastplus.policies.common.decoding import (
     cached_language_model_step,
     decode_constrained,
 )
+from lerobot_fastplus.policies.common.state_embeddings import set_ordinal_state_embeddings
 from lerobot_fastplus.policies.common.state_saturation import warn_if_state_saturates
 from lerobot_fastplus.policies.common.token_budget import check_token_budget
 from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import (
@@ -544,6 +546,9 @@ class PI05KIPolicy(StateOnlyCameras, PI05Policy):
             self.model.gradient_checkpointing_enable()
         if weights_from is not None:
             self.load_weights(weights_from, **(hub_kwargs or {}))
+        elif config.ordinal_state_embeddings:
+            table = self.model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight
+            set_ordinal_state_embeddings(table, config.text_tokenizer_name)
         self.model.to(config.device)
         require_materialized(self, "pi05_ki")
         self.reset()
@@ -679,6 +684,16 @@ class PI05KIPolicy(StateOnlyCameras, PI05Policy):
     def reset(self) -> None:
         super().reset()
         self._previous_action: np.ndarray | None = None  # last executed action of the previous FAST-decoded chunk
+        coeff = self.config.temporal_ensemble_coeff
+        self._ensembler = None if coeff is None else ACTTemporalEnsembler(coeff, self.config.chunk_size)
+
+    @torch.no_grad()
+    def select_action(self, batch: dict[str, Tensor], **kwargs: Any) -> Tensor:
+        """pi05's action queue, or with ``temporal_ensemble_coeff`` a new chunk at every step, ensembled."""
+        if self._ensembler is None:
+            return super().select_action(batch, **kwargs)
+        self.eval()
+        return self._ensembler.update(self.predict_action_chunk(batch))
 
     def init_rtc_processor(self) -> None:
         """pi05's, refusing RTC with ``action_decoding='fast'``: ``lerobot-rollout --inference.type=rtc`` sets

@@ -54,6 +54,7 @@ from lerobot_fastplus.fast.tokenizer import FastTokenizer
 from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, PALIGEMMA_VOCAB_SIZE
 from lerobot_fastplus.policies.common.checkpoint import locate_init_weights
 from lerobot_fastplus.policies.common.validation import (
+    check_fast_tokenizer_path_when_parsed,
     policy_fast_tokenizer,
     require_action_feature,
     resolve_split_every,
@@ -97,6 +98,9 @@ class _CoreClassKeepsItsName(type(CorePI0FastConfig)):
 
 @dataclass
 class PI0FastConfig(CorePI0FastConfig, metaclass=_CoreClassKeepsItsName):
+    # Normalisation per feature type. Unlike core, the state uses QUANTILES: the prompt writes the state as 256 bins
+    # over [-1, 1], and under MEAN_STD every |z| > 1 lands in the first or last bin. Actions stay MEAN_STD (fit the
+    # FAST tokenizer with --normalization_mode=MEAN_STD). A checkpoint keeps the mapping its config.json names.
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {
             "VISUAL": NormalizationMode.IDENTITY,
@@ -104,19 +108,30 @@ class PI0FastConfig(CorePI0FastConfig, metaclass=_CoreClassKeepsItsName):
             "ACTION": NormalizationMode.MEAN_STD,
         }
     )
-    # None: the exact grammar's bound, the longest sequence the layout allows (known once the policy has its FAST
-    # tokenizer and action dimension); a smaller value is refused then.
+    # Most tokens generated per chunk. Unset (None): the exact grammar's bound, the longest sequence the layout allows
+    # (known once the policy has its FAST tokenizer and action dimension); a smaller value is refused then.
     max_decoding_steps: int | None = None
+    # Action token layout: "split" (BOS, sub-chunk tokens, SPLIT, ..., EOS; this plugin's) or "core" (core
+    # pi0_fast's "<bos> Action: <FAST tokens> |", for checkpoints trained by core LeRobot). Unset (None): "core" when
+    # loading a checkpoint whose config.json names no layout, "split" otherwise.
     action_layout: str | None = None
     # Output head that scores the action ids: "embedding" (the input embedding, tied as in PaliGemma and pi05_ki;
     # the split layout's default) or "lm_head" (core's untied copy: core checkpoints, and split-layout checkpoints
     # saved before this field existed). None is resolved by the policy, like action_layout.
     action_head: str | None = None
-    # None: DEFAULT_SPLIT_EVERY steps, or chunk_size when the chunk is shorter
+    # Split layout: steps per FAST sub-chunk (the FAST tokenizer's time horizon). Unset (None): 10 steps, or
+    # chunk_size when the chunk is shorter.
     split_every: int | None = None
+    # Vocabulary id of the action sequence's BOS: one of the fast_skip_tokens ids at the top of the vocabulary
+    # (PaliGemma's <seg> ids, 257024..257151), which neither FAST tokens nor text use.
     action_bos_token_id: int = SEG_IDS[0]
+    # Vocabulary id of SPLIT, the separator between sub-chunks: one of the fast_skip_tokens ids (257024..257151).
     action_split_token_id: int = SEG_IDS[1]
+    # Vocabulary id of EOS, which ends the action sequence and pads a batch: one of the fast_skip_tokens ids.
     action_eos_token_id: int = SEG_IDS[2]
+    # Weights that initialise a new policy: a pi0_fast checkpoint (hub id such as lerobot/pi0fast-base, or a local
+    # pretrained_model directory; core's or this plugin's), loaded strictly. Unlike --policy.pretrained_path, the
+    # policy keeps this plugin's split layout, processors and FAST step. None: random initialisation.
     init_from: str | None = None
 
     def __post_init__(self) -> None:
@@ -150,6 +165,7 @@ class PI0FastConfig(CorePI0FastConfig, metaclass=_CoreClassKeepsItsName):
             )
         self.split_every = resolve_split_every(self.split_every, self.chunk_size)
         self.validate_layout()
+        check_fast_tokenizer_path_when_parsed(self, self.action_tokenizer_name, "--policy.action_tokenizer_name")
 
     @property
     def n_subchunks(self) -> int:

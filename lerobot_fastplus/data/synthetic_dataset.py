@@ -40,7 +40,6 @@ JOINT_NAMES = [
 # Commanded range of each joint (degrees for the arm, percent open for the gripper).
 JOINT_LOW = np.array([-60.0, -90.0, -20.0, -80.0, -90.0, 0.0])
 JOINT_HIGH = np.array([60.0, 20.0, 90.0, 60.0, 90.0, 60.0])
-CAMERA_KEY = "observation.images.front"
 TASK = "Pick the cube and place it in the box"
 ROBOT_TYPE = "so100_follower"
 STATE_LAG = 2

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from lerobot_fastplus.data.chunks import ActionChunks, RangeSummary, range_warning, summarize_range
 from lerobot_fastplus.fast import FastTokenizer, SplitLayout
-from lerobot_fastplus.tools.chunks import ActionChunks, RangeSummary, range_warning, summarize_range
 
 ENCODE_BATCH = 2048
 PLOT_DIMS = 4
@@ -283,6 +283,14 @@ def format_report(report: TokenizerReport) -> str:
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
 
 
+def action_axis_label(chunks: ActionChunks) -> str:
+    """What the plotted action values are: absolute, or relative to the state at the chunk's first frame."""
+    if chunks.relative_exclude_joints is None:
+        return "action (original units)"
+    kept = f"; {', '.join(chunks.relative_exclude_joints)} absolute" if chunks.relative_exclude_joints else ""
+    return f"action - state at chunk start\n(original units{kept})"
+
+
 def plot_report(report: TokenizerReport, chunks: ActionChunks, path: str | Path, *, n_examples: int = 3) -> Path:
     """Real chunks vs their reconstructions (original units) and the token-length histogram."""
     import matplotlib
@@ -301,12 +309,11 @@ def plot_report(report: TokenizerReport, chunks: ActionChunks, path: str | Path,
             c = f"C{colour}"
             ax.plot(steps, chunks.raw[i, :, d], "-o", color=c, markersize=3, label=f"dim {chunks.dim_name(int(d))}")
             ax.plot(steps, report.decoded_original[i, :, d], "--", color=c)
-        ax.set_title(
-            f"episode {chunks.episode_index[i]}, frame {chunks.start_frame[i]}: {lengths[i]} tokens", fontsize=9
-        )
+        tokens = f"{lengths[i]} token{'' if lengths[i] == 1 else 's'}"
+        ax.set_title(f"episode {chunks.episode_index[i]}, frame {chunks.start_frame[i]}: {tokens}", fontsize=9)
         ax.set_xlabel("step (solid: data, dashed: decoded)")
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("action (original units)")
+    axes[0][0].set_ylabel(action_axis_label(chunks))
     hist = plt.subplot2grid((2, n_examples), (1, 0), colspan=n_examples, fig=fig)
     for ax in axes[1]:
         ax.remove()

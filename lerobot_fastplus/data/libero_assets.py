@@ -27,7 +27,7 @@ def git_blob_sha1(path: Path) -> str:
 
 def read_manifest() -> dict[str, str]:
     """Relative path -> git blob sha1 of every LIBERO asset file."""
-    text = resources.files("lerobot_fastplus.tools").joinpath(MANIFEST_NAME).read_text()
+    text = resources.files("lerobot_fastplus.data").joinpath(MANIFEST_NAME).read_text()
     manifest = {}
     for line in text.splitlines():
         if line.strip():

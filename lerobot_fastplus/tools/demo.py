@@ -33,34 +33,28 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lerobot.configs import NormalizationMode
-from lerobot.datasets.dataset_tools import recompute_stats
 from tqdm.auto import tqdm
 
-from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
-from lerobot_fastplus.tools.evaluate_offline import (
-    EvalOfflineConfig,
-    OfflineEvalResult,
-    evaluate_checkpoint,
-    format_result,
-    save_result,
-)
-from lerobot_fastplus.tools.synthetic_dataset import make_synthetic_dataset, reach_words
-from lerobot_fastplus.tools.train_tokenizer import ToolResult, TrainTokenizerConfig, run_cli, train
+from lerobot_fastplus.evaluation.offline_config import EvalOfflineConfig
+from lerobot_fastplus.evaluation.training_log import parse_log_line, plot_training
+from lerobot_fastplus.tools.cli import ToolResult, run_cli
+from lerobot_fastplus.tools.train_tokenizer import TrainTokenizerConfig, train
+
+if TYPE_CHECKING:
+    from lerobot_fastplus.evaluation.offline import OfflineEvalResult
 
 DEMO_REPO_ID = "local/fastplus_demo_so100"
 MARKER = "fastplus_demo.json"
-LOG_LINE = re.compile(r"step:(?P<step>[\d.]+)(?P<unit>[KMB]?) .*")
-METRICS = ("loss", "flow_loss", "fast_ce_loss", "fast_token_accuracy")
+# LeRobot's warning when torchcodec cannot load, from its first line to torchcodec's end marker (group 1: the
+# logging prefix).
+TORCHCODEC_ERRORS = re.compile(
+    r"^([^\n]*)Could not load libtorchcodec\..*?\[end of libtorchcodec loading traceback\]\.?\n",
+    re.DOTALL | re.MULTILINE,
+)
 # Every joint relative, the gripper too (LeRobot's default keeps it absolute; the reach task moves it steadily).
 RELATIVE_EXCLUDE_JOINTS: list[str] = []
-NORMALIZATION = NormalizationMode.QUANTILES  # pi05's action normalisation
-# A decoding has learned the task when its held-out MSE is at most BAR x that of holding the current state, and
-# below that of the range centre (predicting 0 in normalised space).
-BAR = 0.5
-HOLD, CENTRE = "hold current state", "range centre"
-DECODING_LABELS = {"flow": "flow sampling", "fast (AR)": "FAST head, autoregressive"}
 
 
 @dataclass
@@ -68,7 +62,7 @@ class DemoConfig:
     # Everything goes here: dataset/, tokenizer/, train/, eval/, train_curves.png, summary.json.
     output_dir: str = "outputs/fastplus_demo"
     # Synthetic reach task: episodes of `episode_len` frames, one of `reach_targets` markers each (episode e
-    # reaches for marker e % reach_targets); the last `held_out_episodes` are not trained on.
+    # reaches for marker e mod reach_targets); the last `held_out_episodes` are not trained on.
     n_episodes: int = 24
     held_out_episodes: int = 4
     episode_len: int = 100
@@ -84,7 +78,7 @@ class DemoConfig:
     n_action_steps: int = 10
     # Longest FAST token sequence of a chunk (bounds the autoregressive decode).
     max_action_tokens: int = 40
-    # lerobot-train: optimizer steps, batch size, peak learning rate (cosine decay after 10% warm-up).
+    # lerobot-train: optimizer steps, batch size, peak learning rate (cosine decay after 10 percent warm-up).
     steps: int = 600
     batch_size: int = 8
     learning_rate: float = 3e-3
@@ -106,34 +100,11 @@ class DemoConfig:
             raise ValueError(f"--reach_targets={self.reach_targets} must be in [1, 4].")
 
 
-@dataclass(frozen=True)
-class BarCheck:
-    """One decoding's held-out MSE against the bar."""
-
-    name: str
-    mse: float
-    hold: float
-    centre: float
-
-    @property
-    def limit(self) -> float:
-        return BAR * self.hold
-
-    @property
-    def passed(self) -> bool:
-        return self.mse <= self.limit and self.mse < self.centre
-
-
-def check_bar(evaluation: OfflineEvalResult) -> list[BarCheck]:
-    """The bar check of every decoding the policy ran (not of the baselines)."""
-    hold, centre = evaluation.result(HOLD).mse_normalized, evaluation.result(CENTRE).mse_normalized
-    return [
-        BarCheck(d.name, d.mse_normalized, hold, centre) for d in evaluation.decodings if d.name not in (HOLD, CENTRE)
-    ]
-
-
 def prepare_output_dir(out: Path) -> None:
-    """Replace a previous demo in ``out``; refuse anything else that is there."""
+    """Replace a previous demo in ``out``; refuse anything else that is there, and a directory that cannot be made."""
+    blocking = next((path for path in (out, *out.parents) if path.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ValueError(f"--output_dir={out}: {blocking} is a file, not a directory. Choose another --output_dir.")
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).is_file():
             raise ValueError(
@@ -141,8 +112,13 @@ def prepare_output_dir(out: Path) -> None:
                 "Choose another --output_dir."
             )
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(json.dumps({"tool": "fastplus-demo"}))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text(json.dumps({"tool": "fastplus-demo"}))
+    except OSError as err:
+        raise ValueError(
+            f"--output_dir={out} cannot be written ({err.strerror or err}). Choose a directory you can write to."
+        ) from err
 
 
 def train_command(cfg: DemoConfig, out: Path, fast_dir: Path, text_dir: Path) -> list[str]:
@@ -184,22 +160,24 @@ def train_command(cfg: DemoConfig, out: Path, fast_dir: Path, text_dir: Path) ->
     ]
 
 
-def parse_log_line(line: str) -> dict[str, float] | None:
-    """The metrics of one ``lerobot-train`` log line (``step:100 smpl:800 ... loss:0.123 ...``), or None."""
-    match = LOG_LINE.search(line)
-    if match is None:
-        return None
-    scale = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}[match["unit"]]
-    record = {"step": float(match["step"]) * scale}
-    for name in METRICS:
-        value = re.search(rf"\b{name}:(-?[\d.]+(?:e[-+]?\d+)?)", line)
-        if value:
-            record[name] = float(value.group(1))
-    return record
+def fold_torchcodec_errors(text: str) -> str:
+    """``text`` with each of LeRobot's "Could not load libtorchcodec" warnings (one loader traceback per FFmpeg
+    version, about 100 lines without FFmpeg) cut to one line; LeRobot's next line, which says it falls back to
+    pyav, stays. LeRobot tries torchcodec while draccus builds lerobot-train's parser, whatever
+    ``--dataset.video_backend`` says; the demo's images need no video decoder at all."""
+
+    def one_line(match: re.Match[str]) -> str:
+        left_out = match.group(0).count("\n")
+        return (
+            f"{match.group(1)}Could not load libtorchcodec ({left_out} lines of loader errors left out by the demo)\n"
+        )
+
+    return TORCHCODEC_ERRORS.sub(one_line, text)
 
 
 def run_training(command: list[str], steps: int, log_path: Path) -> list[dict[str, float]]:
-    """Run lerobot-train, keep its full output in ``log_path`` and show one progress bar with the losses."""
+    """Run lerobot-train, keep its output in ``log_path`` (torchcodec's loader errors folded, see
+    ``fold_torchcodec_errors``) and show one progress bar with the losses."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     records: list[dict[str, float]] = []
     with (
@@ -215,62 +193,11 @@ def run_training(command: list[str], steps: int, log_path: Path) -> list[dict[st
                 records.append(record)
                 bar.update(int(record["step"]) - bar.n)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "step"})
+    log_path.write_text(fold_torchcodec_errors(log_path.read_text()))
     if proc.returncode != 0:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
         raise RuntimeError(f"lerobot-train failed (exit {proc.returncode}); full log in {log_path}:\n{tail}")
     return records
-
-
-def plot_training(records: list[dict[str, float]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in records]
-    fig, (losses, accuracy) = plt.subplots(1, 2, figsize=(10, 4))
-    for name in ("loss", "flow_loss", "fast_ce_loss"):
-        losses.plot(steps, [r.get(name) for r in records], label=name)
-    losses.set_yscale("log")
-    losses.set_xlabel("step")
-    losses.legend()
-    accuracy.plot(steps, [r.get("fast_token_accuracy") for r in records], color="C3")
-    accuracy.set_xlabel("step")
-    accuracy.set_ylabel("next-token accuracy on FAST targets")
-    fig.suptitle("pi05_ki training (lerobot-train log)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def format_comparison(evaluation: OfflineEvalResult, checks: list[BarCheck]) -> str:
-    """The summary's lead: each decoding and both baselines, with the verdict against the bar."""
-    hold, centre = evaluation.result(HOLD).mse_normalized, evaluation.result(CENTRE).mse_normalized
-    bar = f"pass: at most {BAR:g} x hold = {BAR * hold:.4f} and below range centre {centre:.4f}"
-    rows = [(DECODING_LABELS.get(c.name, c.name), f"{c.mse:.4f}", "PASS" if c.passed else "MISS") for c in checks]
-    rows += [("hold the current state (baseline)", f"{hold:.4f}", ""), ("range centre (baseline)", f"{centre:.4f}", "")]
-    width = max(len(name) for name, _, _ in rows)
-    lines = [
-        f"Held-out normalised MSE, first {evaluation.n_action_steps} actions of {len(evaluation.frames)} chunks from "
-        f"episodes {evaluation.episodes} (lower is better; {bar}):"
-    ]
-    lines += [f"  {name.ljust(width)}  {mse}  {verdict}".rstrip() for name, mse, verdict in rows]
-    missed = [c for c in checks if not c.passed]
-    if not missed:
-        lines.append(
-            f"The policy learned the task: every decoding needs less than {BAR:g}x the error of holding still."
-        )
-    else:
-        lines.append(
-            "MISSED THE BAR: "
-            + "; ".join(
-                f"{DECODING_LABELS.get(c.name, c.name)} {c.mse:.4f} vs limit {c.limit:.4f}, centre {c.centre:.4f}"
-                for c in missed
-            )
-            + ". Another seed or machine can land here; more steps (--steps) usually help."
-        )
-    return "\n".join(lines)
 
 
 def print_summary(
@@ -283,6 +210,9 @@ def print_summary(
     evaluation: OfflineEvalResult,
     curves: Path,
 ) -> None:
+    from lerobot_fastplus.evaluation.bar_check import check_bar, format_comparison
+    from lerobot_fastplus.evaluation.offline import format_result
+
     first, last = records[0], records[-1]
     report = tokenizer.report
     held_out = f"{cfg.n_episodes - cfg.held_out_episodes}-{cfg.n_episodes - 1}"
@@ -311,15 +241,20 @@ def print_summary(
         f"            {tokenizer.report_png}  (tokenizer)\n"
         f"reports     {out / 'summary.json'}, {evaluation.json_path},\n"
         f"            {tokenizer.report_json}, {out / 'train.log'}\n\n"
-        "Your own data, the same way: recompute its statistics for relative actions (lerobot-edit-dataset "
-        "--operation.type=recompute_stats --operation.relative_action=true --operation.chunk_size=<chunk_size>), "
-        "fastplus-train-tokenizer --root=<dataset> --relative_actions=true --chunk_size=<chunk_size> "
-        "--output_dir=<dir>, then lerobot-train --config_path=configs/pi05_ki_so100.json "
-        "--policy.use_relative_actions=true --policy.fast_tokenizer_path=<dir>/tokenizer (README.md)."
+        'Your own data, the same way: README.md, section "Your own robot data" (relative-action statistics, a FAST '
+        "tokenizer, then a tiny model on a CPU like this one, or the full-size config on a GPU); step by step in "
+        "docs/own_data.md."
     )
 
 
 def run_demo(cfg: DemoConfig) -> OfflineEvalResult:
+    from lerobot.datasets.dataset_tools import recompute_stats
+
+    from lerobot_fastplus.data.synthetic_dataset import make_synthetic_dataset, reach_words
+    from lerobot_fastplus.evaluation.bar_check import check_bar
+    from lerobot_fastplus.evaluation.offline import evaluate_checkpoint, save_result
+    from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
+
     cfg.validate()
     start = time.perf_counter()
     out = Path(cfg.output_dir).resolve()
