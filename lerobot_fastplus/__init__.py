@@ -15,6 +15,8 @@ What lives where, and what each part may import from the others:
   layout, and ``policies.common``, what they share; imports ``fast``, ``fast_action_step``, ``data``;
 * ``evaluation``: tokenizer reports, held-out evaluation of checkpoints, ``lerobot-train``'s logged curves; imports
   ``fast`` and ``data`` (checkpoints load through LeRobot's factories);
+* ``envs``: ``--env.type=so101_sim`` (the SO-101 MuJoCo simulator with honest success) and its scripted-demo
+  recorder; imports LeRobot and ``lerobot-env-so101`` only;
 * ``tools``: the console scripts and their shared ``cli`` helpers; import anything, imported by nothing.
 
 Code that only tests and benchmarks use lives outside the package, in ``testing_support/`` at the repo root.
