@@ -84,3 +84,17 @@ def smooth_chunks(n: int, horizon: int, dim: int, seed: int = 0) -> np.ndarray:
     phase = rng.uniform(0, 2 * np.pi, size=(n, 1, dim))
     t = np.linspace(0, 1, horizon)[None, :, None]
     return np.clip(0.6 * np.sin(2 * np.pi * t + phase) + drift + rng.uniform(-0.3, 0.3, size=(n, 1, dim)), -1.5, 1.5)
+
+
+@pytest.fixture(scope="module")
+def smooth() -> np.ndarray:
+    """400 smooth 10 x 7 chunks, shared by the tokenizer tests."""
+    return smooth_chunks(400, 10, 7, seed=1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smooth: np.ndarray):
+    """A FAST tokenizer fitted on ``smooth`` (vocabulary 512)."""
+    from lerobot_fastplus.fast import FastTokenizer
+
+    return FastTokenizer.fit(smooth, vocab_size=512)

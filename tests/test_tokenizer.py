@@ -37,16 +37,6 @@ def published_layout(directory, reference) -> None:
 
 
 @pytest.fixture(scope="module")
-def smooth() -> np.ndarray:
-    return smooth_chunks(400, 10, 7, seed=1)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(smooth) -> FastTokenizer:
-    return FastTokenizer.fit(smooth, vocab_size=512)
-
-
-@pytest.fixture(scope="module")
 def reference_fitted(tmp_path_factory, smooth):
     """A tokenizer fitted by the reference implementation, saved in the published layout."""
     processor_cls = reference_processor_class()

@@ -14,16 +14,6 @@ from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.fast.tokenizer import DecodeResult
 
 
-@pytest.fixture(scope="module")
-def smooth() -> np.ndarray:
-    return smooth_chunks(400, 10, 7, seed=3)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(smooth) -> FastTokenizer:
-    return FastTokenizer.fit(smooth, vocab_size=512)
-
-
 def assert_same(result: DecodeResult, expected: DecodeResult) -> None:
     assert result.reasons == expected.reasons
     np.testing.assert_array_equal(result.valid, expected.valid)
