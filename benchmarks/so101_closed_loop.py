@@ -6,7 +6,8 @@ every checkpoint with ``lerobot-eval --env.type=so101_sim`` next to the baseline
 
 Stages (``--stages``): ``record`` (``fastplus-record-so101`` with DART noise, plus the stand-in text tokenizer),
 ``tokenizer`` (``fastplus-train-tokenizer`` on the recording), ``train`` (``configs/<policy>_so101_sim.json``, up to
-``--jobs`` at once, ``--threads`` each), ``eval`` (every checkpoint, each decoding), ``baselines`` and ``report``.
+``--jobs`` at once, ``--threads`` each), ``eval`` (every checkpoint, each decoding), ``baselines``, ``latency`` (one
+chunk for one observation, last checkpoint of the first seed, ``benchmarks/closed_loop/latency.py``) and ``report``.
 A stage left out reuses what an earlier run left in ``--output_dir``. Evaluation seeds start at ``--eval_seed``, far
 past the recording's.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: b
 from benchmarks.closed_loop.commands import (
     BASELINE_KINDS,
     POLICIES,
+    REPO,
     EvalSettings,
     StudyPaths,
     eval_baseline_command,
@@ -35,10 +38,17 @@ from benchmarks.closed_loop.commands import (
     train_command,
 )
 from benchmarks.closed_loop.report import markdown_table, plot
-from benchmarks.closed_loop.runs import check, checkpoint_seconds, checkpoints, eval_result, run_logged
+from benchmarks.closed_loop.runs import (
+    check,
+    checkpoint_seconds,
+    checkpoints,
+    eval_result,
+    offline_env,
+    run_logged,
+)
 from benchmarks.closed_loop.stats import over_seeds, success_entry
 
-STAGES = ("record", "tokenizer", "train", "eval", "baselines", "report")
+STAGES = ("record", "tokenizer", "train", "eval", "baselines", "latency", "report")
 
 
 @dataclass
@@ -69,7 +79,7 @@ def train_all(cfg: ClosedLoopConfig, paths: StudyPaths) -> None:
         while queue and len(running) < cfg.jobs:
             policy, seed = queue.pop(0)
             log = paths.train_log(policy, seed)
-            args = train_command(paths, policy, seed, cfg.steps, cfg.save_freq)
+            args = train_command(paths, cfg.task, policy, seed, cfg.steps, cfg.save_freq)
             running.append((run_logged(args, log, cfg.threads), log))
         proc, log = running.pop(0)
         check(proc, log)
@@ -102,6 +112,23 @@ def evaluate_policies(cfg: ClosedLoopConfig, paths: StudyPaths, settings: EvalSe
     for result in results.values():
         last = max(int(step) for step in result["per_step"])
         result["final_over_seeds"] = over_seeds([c["rate"] for c in result["per_step"][str(last)]])
+    return results
+
+
+def measure_latency(cfg: ClosedLoopConfig, paths: StudyPaths) -> dict:
+    """Per policy and decoding: milliseconds per chunk of the first seed's last checkpoint, one process at a time."""
+    results = {}
+    for policy in cfg.policies:
+        found = checkpoints(paths.run(policy, cfg.seeds[0]))
+        if not found:
+            continue
+        step, ckpt = max(found.items())
+        for label, flags in POLICIES[policy][2].items():
+            args = [sys.executable, "-m", "benchmarks.closed_loop.latency", str(ckpt), cfg.task, *flags]
+            done = subprocess.run(args, cwd=REPO, env=offline_env(cfg.threads), capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"latency of {ckpt} failed:\n{done.stderr[-3000:]}")
+            results[label] = {"seed": cfg.seeds[0], "step": step, **json.loads(done.stdout.strip().splitlines()[-1])}
     return results
 
 
@@ -138,6 +165,8 @@ def main() -> None:
                 **success_entry(measured["successes"], measured["n"]),
                 "eval_s": measured["eval_s"],
             }
+    if "latency" in cfg.stages:
+        study["latency"] = {**study.get("latency", {}), **measure_latency(cfg, paths)}
     json_path.write_text(json.dumps(study, indent=1))
     if "report" in cfg.stages:
         table = markdown_table(study)

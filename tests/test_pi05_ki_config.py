@@ -55,6 +55,8 @@ def test_defaults_are_the_ki_paper_and_pi05_ones() -> None:
         ({"fast_loss_weight": 0.0, "flow_loss_weight": 0.0}, "not both zero"),
         ({"fast_ce_vocabulary": "text"}, "fast_ce_vocabulary='text'"),
         ({"action_decoding": "beam"}, "action_decoding='beam'"),
+        ({"flow_noise_scale": -0.5}, "flow_noise_scale must be >= 0"),
+        ({"expert_state_token": True, "init_from": "lerobot/pi05_base"}, "expert_state_token adds a state projection"),
         ({"action_decoding": "fast", "rtc_config": RTCConfig()}, "cannot run with RTC"),
         ({"action_expert_variant": "gemma_300m"}, "cannot share attention"),
         ({"paligemma_variant": "gemma_7b"}, "paligemma_variant='gemma_7b' is unknown"),

@@ -175,3 +175,25 @@ def test_reported_disagreement_is_the_two_decodings_distance_and_changes_no_acti
     torch.testing.assert_close(disagreement, expected)  # greedy FAST decoding is deterministic
     assert policy.last_disagreement.shape == (2,)  # acting on the FAST head, flow was decoded to compare
     assert "AR-vs-flow disagreement" in caplog.text
+
+
+def test_flow_noise_scale_zero_is_deterministic_and_scales_the_starting_noise(setup) -> None:
+    policy, obs = setup
+    scale = policy.config.flow_noise_scale
+    try:
+        policy.config.flow_noise_scale = 0.0
+        assert torch.equal(policy.predict_action_chunk(obs), policy.predict_action_chunk(obs))
+        policy.config.flow_noise_scale = 0.5
+        torch.manual_seed(3)
+        halved = policy.predict_action_chunk(obs)
+        torch.manual_seed(3)
+        shape = (2, policy.config.chunk_size, policy.config.max_action_dim)
+        noise = 0.5 * policy.model.sample_noise(shape, torch.device("cpu"))
+        images, img_masks = policy._preprocess_images(obs)
+        tokens, masks = obs["observation.language.tokens"], obs["observation.language.attention_mask"]
+        explicit = policy.model.sample_actions(images, img_masks, tokens, masks, noise=noise)
+        assert torch.equal(halved, explicit[:, :, : halved.shape[-1]])
+        policy.config.flow_noise_scale = 1.0
+        assert not torch.equal(policy.predict_action_chunk(obs), policy.predict_action_chunk(obs))
+    finally:
+        policy.config.flow_noise_scale = scale

@@ -269,3 +269,47 @@ def test_bfloat16_trains_with_the_stop_gradient(assets) -> None:
     backbone, expert = backbone_and_expert(policy)
     assert all(is_zero(p) for p in backbone.values())
     assert not is_zero(expert["action_in_proj.weight"])
+
+
+def test_expert_state_token_reaches_the_expert_only_and_keeps_training_equal_to_sampling(assets) -> None:
+    policy, pre = build(assets, expert_state_token=True)
+    batch = pre(raw_batch(3))
+    model = policy.model
+    state = batch["observation.state"]
+    images, img_masks = policy._preprocess_images(batch)
+    tokens, masks = batch["observation.language.tokens"], batch["observation.language.attention_mask"]
+    torch.manual_seed(1)
+    x_t = torch.randn(tokens.shape[0], CHUNK, policy.config.max_action_dim)
+    time = torch.tensor([0.37, 0.8, 0.05])
+    padded = torch.nn.functional.pad(state, (0, policy.config.max_state_dim - state.shape[1]))
+    with torch.no_grad(), model.reading_state(padded):
+        v_train, _ = model.velocity_and_fast_hidden(
+            images, img_masks, tokens, masks, x_t, time, *(batch[k] for k in FAST_KEYS[:2])
+        )
+        prefix_embs, prefix_pad, prefix_att = model.embed_prefix(images, img_masks, tokens, masks)
+        _, cache = model.paligemma_with_expert.forward(
+            attention_mask=prepare_attention_masks_4d(make_att_2d_masks(prefix_pad, prefix_att)),
+            position_ids=torch.cumsum(prefix_pad, dim=1) - 1,
+            inputs_embeds=[prefix_embs, None],
+            use_cache=True,
+        )
+        v_sample = model.denoise_step(prefix_pad, cache, x_t, time)
+    torch.testing.assert_close(v_train, v_sample, rtol=1e-4, atol=1e-5)
+    with torch.no_grad(), model.reading_state(-padded):
+        v_other, _ = model.velocity_and_fast_hidden(
+            images, img_masks, tokens, masks, x_t, time, *(batch[k] for k in FAST_KEYS[:2])
+        )
+    assert not torch.allclose(v_train, v_other)  # the expert reads the state token
+    with pytest.raises(RuntimeError, match="reading_state"):
+        model.embed_suffix(x_t, time)
+
+    policy.zero_grad(set_to_none=True)
+    policy.forward(batch)[0].backward()
+    assert not is_zero(model.state_proj.weight)
+    policy.zero_grad(set_to_none=True)
+    with model.reading_state(padded):
+        run_model(policy, batch).flow_se.mean().backward()
+    backbone, _ = backbone_and_expert(policy)
+    assert all(is_zero(p) for p in backbone.values())  # still insulated
+    chunk = policy.predict_action_chunk(pre(raw_batch(2, with_action=False)))
+    assert torch.isfinite(chunk).all()

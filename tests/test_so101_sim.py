@@ -21,7 +21,8 @@ from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
 from lerobot_fastplus.tools import record_so101
 
-BASELINES = Path(__file__).resolve().parents[1] / "testing_support" / "plugins" / "lerobot_policy_so101_baselines"
+REPO = Path(__file__).resolve().parents[1]
+BASELINES = REPO / "testing_support" / "plugins" / "lerobot_policy_so101_baselines"
 EVAL_SEED = 100_000  # far past any recording's seeds
 
 
@@ -156,7 +157,7 @@ def test_tiny_pi05_ki_trained_on_a_recording_runs_closed_loop_through_lerobot_ev
     run(
         [
             str(BIN / "lerobot-train"),
-            f"--config_path={Path(__file__).resolve().parents[1] / 'configs' / 'pi05_ki_so101_sim.json'}",
+            f"--config_path={REPO / 'configs' / 'pi05_ki_so101_sim.json'}",
             f"--dataset.root={root}",
             f"--policy.text_tokenizer_name={text}",
             f"--policy.fast_tokenizer_path={fast}",
@@ -172,6 +173,7 @@ def test_tiny_pi05_ki_trained_on_a_recording_runs_closed_loop_through_lerobot_ev
         "flow": ["--policy.action_decoding=flow"],
         "fast": ["--policy.action_decoding=fast"],
         "ensembled": ["--policy.temporal_ensemble_coeff=0.01", "--policy.n_action_steps=1"],
+        "deterministic flow": ["--policy.flow_noise_scale=0"],
     }
     for name, flags in runs.items():
         overall = lerobot_eval(tmp_path, f"eval_{name}", [f"--policy.path={ckpt}", *flags], [], 2)

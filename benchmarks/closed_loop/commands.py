@@ -12,15 +12,34 @@ BASELINE_PLUGIN = REPO / "testing_support" / "plugins" / "lerobot_policy_so101_b
 KI_DECODINGS = {
     "flow": ["--policy.action_decoding=flow"],
     "fast": ["--policy.action_decoding=fast"],
-    "flow, replan every 10": ["--policy.action_decoding=flow", "--policy.n_action_steps=10"],
+    "flow, noise 0": ["--policy.action_decoding=flow", "--policy.flow_noise_scale=0"],
 }
+# Prompt length of the pi0 family per task: the stand-in tokenizer gives one token per word and per state value, and
+# pick-place's prompt (goal in the text, 26-D state) needs 56.
+PROMPT_TOKENS = {"reach_close": 48, "pick_place": 64}
+# policy -> (config file, extra lerobot-train flags, how its checkpoints are evaluated: label -> lerobot-eval flags)
+# pi05's own way of reading the state: only the prompt's 256-bin tokens, under pi05's QUANTILES normalisation
+PI05_STATE_READING = [
+    "--policy.expert_state_token=false",
+    '--policy.normalization_mapping={"VISUAL": "IDENTITY", "STATE": "QUANTILES", "ACTION": "QUANTILES"}',
+]
 # policy -> (config file, extra lerobot-train flags, how its checkpoints are evaluated: label -> lerobot-eval flags)
 POLICIES: dict[str, tuple[str, list[str], dict[str, list[str]]]] = {
-    "pi05_ki": ("pi05_ki_so101_sim.json", [], {f"pi05_ki/{k}": v for k, v in KI_DECODINGS.items()}),
+    "pi05_ki_state_token": (
+        "pi05_ki_so101_sim.json",
+        [],
+        {f"pi05_ki+state token/{k}": v for k, v in KI_DECODINGS.items()},
+    ),
+    "pi05_ki": ("pi05_ki_so101_sim.json", PI05_STATE_READING, {f"pi05_ki/{k}": v for k, v in KI_DECODINGS.items()}),
     "pi05_ki_ordinal": (
         "pi05_ki_so101_sim.json",
-        ["--policy.ordinal_state_embeddings=true"],
+        [*PI05_STATE_READING, "--policy.ordinal_state_embeddings=true"],
         {f"pi05_ki+ordinal/{k}": v for k, v in KI_DECODINGS.items()},
+    ),
+    "pi05_ki_minmax": (
+        "pi05_ki_so101_sim.json",
+        ["--policy.expert_state_token=false"],
+        {f"pi05_ki+MIN_MAX state/{k}": v for k, v in KI_DECODINGS.items()},
     ),
     "pi0_fast": ("pi0_fast_so101_sim.json", [], {"pi0_fast": []}),
     "act": ("act_so101_sim.json", [], {"act": []}),
@@ -101,7 +120,7 @@ def tokenizer_command(paths: StudyPaths, chunk_size: int) -> list[str]:
     ]
 
 
-def train_command(paths: StudyPaths, policy: str, seed: int, steps: int, save_freq: int) -> list[str]:
+def train_command(paths: StudyPaths, task: str, policy: str, seed: int, steps: int, save_freq: int) -> list[str]:
     config, extra, _ = POLICIES[policy]
     args = [
         str(BIN / "lerobot-train"),
@@ -124,6 +143,7 @@ def train_command(paths: StudyPaths, policy: str, seed: int, steps: int, save_fr
             f"--policy.action_tokenizer_name={paths.fast_tokenizer}",
         ]
     if policy != "act":
+        args += [f"--policy.tokenizer_max_length={PROMPT_TOKENS[task]}"]
         args += [f"--policy.scheduler_warmup_steps={max(1, steps // 10)}", f"--policy.scheduler_decay_steps={steps}"]
     return args
 

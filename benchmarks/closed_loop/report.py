@@ -32,12 +32,13 @@ def _best(result: dict) -> dict[int, tuple[float, int]]:
 
 
 def markdown_table(study: dict) -> str:
-    """One row per policy at its last checkpoint (per seed, then mean and spread, and each seed's best checkpoint:
-    chosen on the evaluation episodes themselves, so optimistic), then the baselines."""
+    """One row per policy at its last checkpoint (per seed, then mean and spread, each seed's best checkpoint:
+    chosen on the evaluation episodes themselves, so optimistic, and the median latency per chunk), then the
+    baselines."""
     lines = [
         "| policy | steps | train wall time | success (Wilson 95%) per seed | mean over seeds (std) | best checkpoint "
-        "per seed | eval s/episode |",
-        "|---|---|---|---|---|---|---|",
+        "per seed | eval s/episode | ms per chunk |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, result in study.get("policies", {}).items():
         last = max(int(step) for step in result["per_step"])
@@ -49,10 +50,12 @@ def markdown_table(study: dict) -> str:
         per_episode = sum(c["eval_s"] for c in cells) / sum(c["n"] for c in cells)
         over = f"{spread['mean']:.2f} ({spread['std']:.2f})"
         best = "; ".join(f"s{seed}: {rate:.2f} @ {step}" for seed, (rate, step) in sorted(_best(result).items()))
-        lines.append(f"| {label} | {last} | {wall} | {per_seed} | {over} | {best} | {per_episode:.2f} |")
+        timing = study.get("latency", {}).get(label)
+        latency = f"{timing['ms_median']:.0f}" if timing else "n/a"
+        lines.append(f"| {label} | {last} | {wall} | {per_seed} | {over} | {best} | {per_episode:.2f} | {latency} |")
     for kind, entry in study.get("baselines", {}).items():
         lines.append(
-            f"| {BASELINE_LABELS[kind]} | - | - | {_rate(entry)} | - | - | {entry['eval_s'] / entry['n']:.2f} |"
+            f"| {BASELINE_LABELS[kind]} | - | - | {_rate(entry)} | - | - | {entry['eval_s'] / entry['n']:.2f} | - |"
         )
     return "\n".join(lines)
 

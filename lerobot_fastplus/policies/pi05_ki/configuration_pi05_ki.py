@@ -16,6 +16,8 @@ A superset of LeRobot's ``PI05Config``. Additions:
 * ``action_decoding``: ``"flow"`` (pi05's flow sampling, RTC-capable) or ``"fast"`` (autoregressive decoding
   from the backbone's FAST head under the exact grammar, for comparison; ``fast_decoding_temperature`` 0 is
   greedy, ``max_decoding_steps`` defaults to the longest sequence the layout allows);
+* ``expert_state_token``: also give the action expert the normalised state as one continuous token (pi0's way);
+* ``flow_noise_scale``: scale of the noise flow sampling starts from (1: pi05's sampling; 0: deterministic);
 * ``report_disagreement``: also decode each chunk the other way and report the two chunks' disagreement
   (``policy.last_disagreement``, logged), a per-chunk confidence signal;
 * ``init_from``: a pi05 or pi05_ki checkpoint (hub id or local directory) whose weights initialise a new
@@ -95,6 +97,11 @@ class PI05KIConfig(PI05Config):
     # With action_decoding="fast" (or report_disagreement): most tokens generated per chunk. Unset (None): the exact
     # grammar's bound, the longest sequence the layout allows; a smaller value is refused when the policy is built.
     max_decoding_steps: int | None = None
+    # With action_decoding="flow": scale of the Gaussian noise the flow sampler starts from at run time (training is
+    # unchanged). 1.0 samples the learned action distribution, as pi05 does; 0.0 starts every chunk from zero noise,
+    # so the same observation always gives the same chunk (no sample-to-sample jitter). In the SO-101 simulator 0.0
+    # raised reach-and-close success of policies without expert_state_token by 0.10-0.32 (docs/so101_sim.md).
+    flow_noise_scale: float = 1.0
     # Opt-in: at every chunk also decode the other way (flow and the FAST head) and report their disagreement, the
     # normalised MSE between the two chunks over the executed steps, in ``policy.last_disagreement`` and the log. On
     # held-out so101_record_test chunks it ranks the flow chunk's error (docs/learning_study.md); it costs one FAST
@@ -108,6 +115,11 @@ class PI05KIConfig(PI05Config):
     # close) instead of random ones. Only for a backbone trained from scratch with a word-level text tokenizer that
     # has one token per bin (the offline stand-in); not with init_from.
     ordinal_state_embeddings: bool = False
+    # Also give the action expert the normalised state (clipped to [-1, 1], the range the prompt's bins cover) as one
+    # continuous token before the noisy actions, through a linear projection, as pi0 does. pi05 writes the state only
+    # as 256-bin text tokens in the prompt, whose meaning a backbone trained from scratch must learn first. Adds
+    # parameters that pi05 checkpoints lack: for policies trained from scratch, not with init_from.
+    expert_state_token: bool = False
     # Temporal ensembling at run time (ACT's): predict a chunk at every step and act with the exponentially weighted
     # average of every chunk's prediction for that step (weights exp(-coeff * age), 0.01 in ACT; older predictions
     # weigh more for a positive coeff). Smooths flow sampling's step-to-step noise at one chunk per step; needs
@@ -127,6 +139,11 @@ class PI05KIConfig(PI05Config):
             raise ValueError(
                 "ordinal_state_embeddings sets the starting embeddings of a backbone trained from scratch; "
                 "drop it or init_from (a pretrained backbone already has its number embeddings)."
+            )
+        if self.expert_state_token and self.init_from:
+            raise ValueError(
+                "expert_state_token adds a state projection that pi05 checkpoints lack; drop it or init_from (a "
+                "pretrained backbone reads the state from the prompt)."
             )
         self._validate_variants()
         self._validate_action_tokens()
@@ -220,6 +237,10 @@ class PI05KIConfig(PI05Config):
         if self.fast_decoding_temperature < 0:
             raise ValueError(
                 f"fast_decoding_temperature must be >= 0 (0 is greedy), got {self.fast_decoding_temperature}."
+            )
+        if self.flow_noise_scale < 0:
+            raise ValueError(
+                f"flow_noise_scale must be >= 0 (1: pi05's sampling, 0: deterministic), got {self.flow_noise_scale}."
             )
         if self.max_decoding_steps is not None and self.max_decoding_steps < 1:
             raise ValueError(

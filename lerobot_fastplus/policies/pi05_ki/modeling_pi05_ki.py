@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from lerobot.configs import PreTrainedConfig
 from lerobot.lerobot_types import TransitionKey
 from lerobot.policies.act.modeling_act import ACTTemporalEnsembler
-from lerobot.policies.common.vla_utils import make_att_2d_masks, prepare_attention_masks_4d
+from lerobot.policies.common.vla_utils import make_att_2d_masks, pad_vector, prepare_attention_masks_4d
 from lerobot.policies.pi05.modeling_pi05 import (
     ActionSelectKwargs,
     PaliGemmaWithExpertModel,
@@ -50,7 +50,7 @@ from lerobot.policies.pi_gemma import (
 from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.policies.rtc.modeling_rtc import RTCProcessor
 from lerobot.processor.converters import create_transition
-from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
+from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
 from lerobot.utils.import_utils import require_package
 from torch import Tensor, nn
 from transformers.models.gemma import modeling_gemma
@@ -304,6 +304,8 @@ class PI05KIPytorch(PI05Pytorch):
             self.action_out_proj = nn.Linear(width, config.max_action_dim)
             self.time_mlp_in = nn.Linear(width, width)
             self.time_mlp_out = nn.Linear(width, width)
+            self.state_proj = nn.Linear(config.max_state_dim, width) if config.expert_state_token else None
+        self._expert_state: Tensor | None = None  # set only inside reading_state()
         self.gradient_checkpointing_enabled = False
 
         # Layout ids (FAST 0..n-1, BOS, SPLIT, EOS) -> PaliGemma ids; the FAST head scores FAST ids, SPLIT, EOS.
@@ -316,6 +318,50 @@ class PI05KIPytorch(PI05Pytorch):
             torch.set_float32_matmul_precision("high")
             self.sample_actions = torch.compile(self.sample_actions, mode=config.compile_mode)
             self.forward = torch.compile(self.forward, mode=config.compile_mode)
+
+    @contextlib.contextmanager
+    def reading_state(self, state: Tensor) -> Iterator[None]:
+        """Within the block, ``embed_suffix`` gives the expert ``state`` ([B, max_state_dim], normalised) as a token
+        (``expert_state_token``); pi05's call chain down to ``embed_suffix`` has no state argument."""
+        self._expert_state = state
+        try:
+            yield
+        finally:
+            self._expert_state = None
+
+    def embed_suffix(self, noisy_actions: Tensor, timestep: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """pi05's suffix, with ``expert_state_token`` preceded by the state token: the actions attend to it, it
+        attends to the prefix and itself only (pi0's blocks). The velocity is read from the last chunk_size tokens."""
+        embs, pad, att, adarms_cond = super().embed_suffix(noisy_actions, timestep)
+        if self.state_proj is None:
+            return embs, pad, att, adarms_cond
+        if self._expert_state is None:
+            raise RuntimeError("pi05_ki expert_state_token: call the model inside reading_state(state).")
+        state = self.state_proj(self._expert_state.clamp(-1, 1).to(self.state_proj.weight.dtype))
+        first = torch.ones_like(pad[:, :1])
+        return (
+            torch.cat([state[:, None].to(embs.dtype), embs], dim=1),
+            torch.cat([first, pad], dim=1),
+            torch.cat([torch.ones_like(att[:, :1]), att], dim=1),
+            adarms_cond,
+        )
+
+    @torch.no_grad()
+    def sample_actions(
+        self,
+        images: list[Tensor],
+        img_masks: list[Tensor],
+        tokens: Tensor,
+        masks: Tensor,
+        noise: Tensor | None = None,
+        num_steps: int | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """pi05's flow sampling, started from noise scaled by ``flow_noise_scale`` unless the caller passes noise."""
+        if noise is None and self.config.flow_noise_scale != 1.0:
+            shape = (tokens.shape[0], self.config.chunk_size, self.config.max_action_dim)
+            noise = self.config.flow_noise_scale * self.sample_noise(shape, tokens.device)
+        return super().sample_actions(images, img_masks, tokens, masks, noise=noise, num_steps=num_steps, **kwargs)
 
     def _is_bfloat16(self) -> bool:
         layer = self.paligemma_with_expert.paligemma.model.language_model.layers[0]
@@ -653,7 +699,8 @@ class PI05KIPolicy(StateOnlyCameras, PI05Policy):
         fast_ids, fast_valid, fast_target = self._fast_targets(batch, actions.device)
         noise = self.model.sample_noise(actions.shape, actions.device)
         time = self.model.sample_time(actions.shape[0], actions.device)
-        out = self.model(images, img_masks, tokens, masks, actions, noise, time, fast_ids, fast_valid, fast_target)
+        with self._expert_reading(batch):
+            out = self.model(images, img_masks, tokens, masks, actions, noise, time, fast_ids, fast_valid, fast_target)
 
         batch_size, dim = actions.shape[0], self.config.output_features[ACTION].shape[0]
         step_valid = ~batch[ACTION_IS_PAD_KEY].bool() if ACTION_IS_PAD_KEY in batch else None
@@ -710,14 +757,22 @@ class PI05KIPolicy(StateOnlyCameras, PI05Policy):
         ``self.last_decode``; like pi0_fast, it never acts on an undecoded (all-zero) chunk. With
         ``report_disagreement`` the other decoding runs too, only to measure how far the two chunks disagree."""
         if self.config.action_decoding == "flow":
-            chunk = super().predict_action_chunk(batch, **kwargs)
+            with self._expert_reading(batch):
+                chunk = super().predict_action_chunk(batch, **kwargs)
             if self.config.report_disagreement:
                 self._record_disagreement(chunk, self._decode_fast_chunk(batch, acting=False))
             return chunk
         chunk = self._decode_fast_chunk(batch, acting=True)
         if self.config.report_disagreement:
-            self._record_disagreement(super().predict_action_chunk(batch), chunk)
+            with self._expert_reading(batch):
+                self._record_disagreement(super().predict_action_chunk(batch), chunk)
         return chunk
+
+    def _expert_reading(self, batch: dict[str, Tensor]) -> contextlib.AbstractContextManager:
+        """With ``expert_state_token``: the model's flow calls read the batch's normalised state."""
+        if not self.config.expert_state_token:
+            return contextlib.nullcontext()
+        return self.model.reading_state(pad_vector(batch[OBS_STATE], self.config.max_state_dim))
 
     def _decode_fast_chunk(self, batch: dict[str, Tensor], acting: bool) -> Tensor:
         """The FAST head's chunk; ``acting``: it is the chunk the robot executes (remembered for the fill rule)."""
