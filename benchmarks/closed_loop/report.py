@@ -63,7 +63,7 @@ def markdown_table(study: dict) -> str:
 def plot(study: dict, path: Path) -> Path:
     """Mean success over seeds against training steps (line), each seed's rate (dots), baselines (grey lines)."""
     fig, ax = plt.subplots(figsize=(10, 5))
-    colours = plt.get_cmap("tab10").colors
+    colours = plt.get_cmap("tab20").colors  # one colour per label: the study has more than ten
     for index, (label, result) in enumerate(study.get("policies", {}).items()):
         colour = colours[index % len(colours)]
         steps = sorted(int(s) for s in result["per_step"])
