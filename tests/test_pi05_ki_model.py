@@ -146,10 +146,9 @@ def test_fast_tokens_do_not_leak_into_the_expert(setup) -> None:
         torch.testing.assert_close(padded.fast_ce, base.fast_ce, rtol=1e-5, atol=1e-5)
 
 
-def test_training_velocity_equals_sampling_velocity(setup) -> None:
-    """The expert's v(x_t, t) in the training forward (FAST tokens present) equals the sampling path's
-    (prefix KV cache, no FAST tokens): same attention, same position ids."""
-    policy, batch = setup
+def training_and_sampling_velocity(policy: PI05KIPolicy, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The expert's v(x_t, t) for fixed x_t and t from the training forward (FAST tokens present) and from the
+    sampling path (prefix KV cache, no FAST tokens)."""
     model = policy.model
     images, img_masks = policy._preprocess_images(batch)
     tokens, masks = batch["observation.language.tokens"], batch["observation.language.attention_mask"]
@@ -168,8 +167,15 @@ def test_training_velocity_equals_sampling_velocity(setup) -> None:
             use_cache=True,
         )
         v_sample = model.denoise_step(prefix_pad, cache, x_t, time)
+    return v_train, v_sample
+
+
+def test_training_velocity_equals_sampling_velocity(setup) -> None:
+    """Same attention, same position ids in both paths."""
+    policy, batch = setup
+    masks = batch["observation.language.attention_mask"]
     assert masks.sum(1).min() < masks.shape[1]  # the prompt is padded: positions must skip the padding
-    torch.testing.assert_close(v_train, v_sample, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(*training_and_sampling_velocity(policy, batch), rtol=1e-4, atol=1e-5)
 
 
 def test_loss_is_the_weighted_sum_and_respects_action_padding(assets) -> None:
@@ -276,32 +282,15 @@ def test_expert_state_token_reaches_the_expert_only_and_keeps_training_equal_to_
     batch = pre(raw_batch(3))
     model = policy.model
     state = batch["observation.state"]
-    images, img_masks = policy._preprocess_images(batch)
-    tokens, masks = batch["observation.language.tokens"], batch["observation.language.attention_mask"]
-    torch.manual_seed(1)
-    x_t = torch.randn(tokens.shape[0], CHUNK, policy.config.max_action_dim)
-    time = torch.tensor([0.37, 0.8, 0.05])
     padded = torch.nn.functional.pad(state, (0, policy.config.max_state_dim - state.shape[1]))
-    with torch.no_grad(), model.reading_state(padded):
-        v_train, _ = model.velocity_and_fast_hidden(
-            images, img_masks, tokens, masks, x_t, time, *(batch[k] for k in FAST_KEYS[:2])
-        )
-        prefix_embs, prefix_pad, prefix_att = model.embed_prefix(images, img_masks, tokens, masks)
-        _, cache = model.paligemma_with_expert.forward(
-            attention_mask=prepare_attention_masks_4d(make_att_2d_masks(prefix_pad, prefix_att)),
-            position_ids=torch.cumsum(prefix_pad, dim=1) - 1,
-            inputs_embeds=[prefix_embs, None],
-            use_cache=True,
-        )
-        v_sample = model.denoise_step(prefix_pad, cache, x_t, time)
+    with model.reading_state(padded):
+        v_train, v_sample = training_and_sampling_velocity(policy, batch)
     torch.testing.assert_close(v_train, v_sample, rtol=1e-4, atol=1e-5)
-    with torch.no_grad(), model.reading_state(-padded):
-        v_other, _ = model.velocity_and_fast_hidden(
-            images, img_masks, tokens, masks, x_t, time, *(batch[k] for k in FAST_KEYS[:2])
-        )
+    with model.reading_state(-padded):
+        v_other, _ = training_and_sampling_velocity(policy, batch)
     assert not torch.allclose(v_train, v_other)  # the expert reads the state token
     with pytest.raises(RuntimeError, match="reading_state"):
-        model.embed_suffix(x_t, time)
+        model.embed_suffix(torch.zeros(1, CHUNK, policy.config.max_action_dim), torch.tensor([0.5]))
 
     policy.zero_grad(set_to_none=True)
     policy.forward(batch)[0].backward()
