@@ -12,7 +12,8 @@ What lives where, and what each part may import from the others:
 * ``fast_action_step``: the FAST tokenizer as a LeRobot processor step; imports ``fast``;
 * ``data``: action chunks of a LeRobotDataset, a synthetic dataset, LIBERO's asset manifest; imports ``fast`` at most;
 * ``policies``: ``pi05_ki`` and ``pi0_fast`` in LeRobot's ``configuration_X`` / ``modeling_X`` / ``processor_X``
-  layout, and ``policies.common``, what they share; imports ``fast``, ``fast_action_step``, ``data``;
+  layout, and ``policies.common``, what they share; imports ``fast``, ``fast_action_step``, ``data``; also
+  ``so101_baseline``, the simulator's scripted expert and blind baselines as a policy type (imports ``envs``);
 * ``evaluation``: tokenizer reports, held-out evaluation of checkpoints, ``lerobot-train``'s logged curves; imports
   ``fast`` and ``data`` (checkpoints load through LeRobot's factories);
 * ``envs``: ``--env.type=so101_sim`` (the SO-101 MuJoCo simulator with honest success) and its scripted-demo
@@ -37,6 +38,7 @@ _REGISTERING_MODULES = (
     "lerobot_fastplus.fast_action_step",
     "lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki",
     "lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast",
+    "lerobot_fastplus.policies.so101_baseline.configuration_so101_baseline",
     "lerobot_fastplus.envs.so101_sim",
 )
 

@@ -27,12 +27,12 @@ from lerobot.configs.train import TrainPipelineConfig
 from lerobot.datasets import LeRobotDataset
 
 from lerobot_fastplus.data.chunks import load_action_chunks
-from lerobot_fastplus.data.synthetic_dataset import JOINT_NAMES, TASK, make_synthetic_dataset
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
 from lerobot_fastplus.policies.common.validation import show_config_errors_on_the_cli
 from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import RTC_REFUSAL
 from lerobot_fastplus.tools.demo import fold_torchcodec_errors
+from testing_support.synthetic_dataset import JOINT_NAMES, TASK, make_synthetic_dataset
 
 CHUNK = 20
 REPO_ID = "local/fastplus_synthetic_so100"

@@ -42,7 +42,7 @@ from policy_helpers import make_assets
 from lerobot_fastplus.fast import FastTokenizer
 from testing_support.core_tiny import core_pi0_fast_with_variant
 from lerobot_fastplus.policies.pi0_fast import modeling_pi0_fast
-from lerobot_fastplus.data.synthetic_dataset import make_synthetic_dataset
+from testing_support.synthetic_dataset import make_synthetic_dataset
 
 root = Path(sys.argv[1])
 warnings = []

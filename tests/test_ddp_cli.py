@@ -22,11 +22,11 @@ from lerobot.policies.factory import make_pre_post_processors
 from safetensors.torch import load_file
 
 from lerobot_fastplus.data.chunks import load_action_chunks
-from lerobot_fastplus.data.synthetic_dataset import TASK, make_synthetic_dataset
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
 from lerobot_fastplus.policies.pi0_fast.modeling_pi0_fast import PI0FastPolicy
 from lerobot_fastplus.policies.pi05_ki.modeling_pi05_ki import PI05KIPolicy
+from testing_support.synthetic_dataset import TASK, make_synthetic_dataset
 
 REPO_ID = "local/fastplus_synthetic_so100"
 STEPS, BATCH, CHUNK = 3, 2, 20

@@ -33,11 +33,11 @@ from lerobot.policies import make_policy, make_pre_post_processors
 from lerobot.processor import LiberoProcessorStep
 
 from lerobot_fastplus.data.chunks import load_action_chunks
-from lerobot_fastplus.data.synthetic_dataset import make_synthetic_dataset
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
 from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import PI0FastConfig
 from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import PI05KIConfig
+from testing_support.synthetic_dataset import make_synthetic_dataset
 
 LIBERO_TASK = "pick up the black bowl and place it on the plate"
 SIDE = 32  # camera height and width

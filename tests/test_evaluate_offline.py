@@ -9,12 +9,12 @@ import pytest
 from lerobot.policies import make_policy, make_pre_post_processors
 
 from lerobot_fastplus.data.chunks import load_action_chunks
-from lerobot_fastplus.data.synthetic_dataset import TASK, make_synthetic_dataset
 from lerobot_fastplus.evaluation.offline import EvalOfflineConfig, evaluate_checkpoint, pick_frames
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
 from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import PI05KIConfig
 from lerobot_fastplus.tools import evaluate_offline
+from testing_support.synthetic_dataset import TASK, make_synthetic_dataset
 
 REPO_ID = "local/eval_offline"
 CHUNK, N_STEPS, EPISODE_LEN = 10, 5, 30

@@ -13,9 +13,9 @@ from conftest import shared_dataset
 from lerobot.datasets import LeRobotDataset
 
 from lerobot_fastplus.data.chunks import load_action_chunks
-from lerobot_fastplus.data.synthetic_dataset import TASK, make_synthetic_dataset
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
+from testing_support.synthetic_dataset import TASK, make_synthetic_dataset
 
 CHUNK = 20
 ACT_SCRIPT = (

@@ -33,9 +33,9 @@ from cli_helpers import BIN, run
 from safetensors.torch import load_file
 
 from lerobot_fastplus.data.chunks import load_action_chunks
-from lerobot_fastplus.data.synthetic_dataset import TASK, make_synthetic_dataset
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
+from testing_support.synthetic_dataset import TASK, make_synthetic_dataset
 
 REPO_ID = "local/fastplus_synthetic_so100"
 CHUNK = 20

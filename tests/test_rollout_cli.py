@@ -24,11 +24,11 @@ from cli_helpers import BIN, fake_plugin_pythonpath, run
 from lerobot.datasets import LeRobotDataset
 
 from lerobot_fastplus.data.chunks import load_action_chunks
-from lerobot_fastplus.data.synthetic_dataset import JOINT_NAMES, TASK, make_synthetic_dataset
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
 from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import RTC_REFUSAL
 from lerobot_fastplus.policies.pi05_ki.configuration_pi05_ki import FAST_DECODING_RTC_REFUSAL
+from testing_support.synthetic_dataset import JOINT_NAMES, TASK, make_synthetic_dataset
 
 PLUGIN = Path(__file__).resolve().parent / "plugins" / "lerobot_robot_fastplus_mock_so100"
 ROBOT_TYPE = "fastplus_mock_so100"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import BIN, fake_plugin_pythonpath, run, run_expecting_failure
+from cli_helpers import BIN, run, run_expecting_failure
 from lerobot.datasets import LeRobotDataset
+from transformers import AutoTokenizer
 
 from lerobot_fastplus.data.chunks import load_action_chunks
 from lerobot_fastplus.envs.so101_recording import record_demonstrations, recorded_seeds
@@ -22,13 +23,11 @@ from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
 from lerobot_fastplus.tools import record_so101
 
 REPO = Path(__file__).resolve().parents[1]
-BASELINES = REPO / "testing_support" / "plugins" / "lerobot_policy_so101_baselines"
 EVAL_SEED = 100_000  # far past any recording's seeds
 
 
 def lerobot_eval(tmp: Path, name: str, policy: list[str], env: list[str], episodes: int) -> dict:
-    """Run lerobot-eval on so101_sim (baseline plugin importable) and return its overall metrics."""
-    pythonpath = fake_plugin_pythonpath(tmp / "site", BASELINES)
+    """Run lerobot-eval on so101_sim and return its overall metrics."""
     out = tmp / name
     args = [
         str(BIN / "lerobot-eval"),
@@ -40,7 +39,7 @@ def lerobot_eval(tmp: Path, name: str, policy: list[str], env: list[str], episod
         f"--seed={EVAL_SEED}",
         f"--output_dir={out}",
     ]
-    env_vars = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath, "HF_LEROBOT_HOME": str(tmp / "home")}
+    env_vars = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_LEROBOT_HOME": str(tmp / "home")}
     result = subprocess.run(args, cwd=tmp, env=env_vars, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"lerobot-eval failed:\n{result.stdout[-2000:]}\n{result.stderr[-5000:]}"
     return json.loads((out / "eval_info.json").read_text())["overall"]
@@ -103,15 +102,22 @@ def test_unknown_task_is_refused_by_lerobot_eval_with_the_choices(tmp_path: Path
 
 def test_recorder_writes_a_dataset_with_the_env_features_task_text_and_seeds(tmp_path: Path, capsys) -> None:
     root = tmp_path / "reach"
-    assert record_so101.main([f"--output_dir={root}", "--n_episodes=3", "--seed=7", "--noise=0.1"]) == 0
+    text_dir = tmp_path / "text"
+    args = [f"--output_dir={root}", "--n_episodes=3", "--seed=7", "--noise=0.1", f"--text_tokenizer_dir={text_dir}"]
+    assert record_so101.main(args) == 0
     dataset = LeRobotDataset("local/so101_sim", root=root)
     assert dataset.meta.total_episodes == 3 and dataset.meta.total_frames == 90
     env = SO101SimEnv()
-    assert dataset.meta.features["observation.state"]["shape"] == tuple(env.features["agent_pos"].shape)
+    state = dataset.meta.features["observation.state"]
+    assert state["shape"] == tuple(env.features["agent_pos"].shape) == (len(state["names"]),)
+    assert state["names"][10:12] == ["gripper.command", "ee.x"] and state["names"][-1] == "cube_to_grasp.z"
     assert dataset.meta.features["action"]["shape"] == (4,)
     assert dataset[0]["task"] == REACH_CLOSE_TEXT
     assert recorded_seeds(root) == [7, 8, 9]
     assert "--seed=10" in capsys.readouterr().out
+    text = AutoTokenizer.from_pretrained(text_dir)
+    assert text.unk_token_id not in text(REACH_CLOSE_TEXT)["input_ids"]  # every task word has its own id
+    assert text("grasp the bottle")["input_ids"].count(text.unk_token_id) == 2
 
     assert record_so101.main([f"--output_dir={root}", "--n_episodes=1"]) == 2  # refuses to overwrite
     assert "--overwrite=true" in capsys.readouterr().err

@@ -15,10 +15,10 @@ from lerobot.datasets import LeRobotDataset
 from scipy.fft import dct
 
 from lerobot_fastplus.data.chunks import load_action_chunks, open_dataset
-from lerobot_fastplus.data.synthetic_dataset import make_synthetic_dataset
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.tools import check_tokenizer, compare_transforms, train_tokenizer
 from lerobot_fastplus.tools.compare_transforms import Point, interpolate_at_mse
+from testing_support.synthetic_dataset import make_synthetic_dataset
 
 SHARED_DATA = Path(
     os.environ.get("FASTPLUS_SHARED_DATA", Path(__file__).parents[1].parent / "shared" / "data")

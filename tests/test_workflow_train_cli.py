@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from cli_helpers import ACT_PRELUDE, BIN, run
 
-from lerobot_fastplus.data.synthetic_dataset import TASK, make_synthetic_dataset
 from lerobot_fastplus.fast import FastTokenizer
 from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
+from testing_support.synthetic_dataset import TASK, make_synthetic_dataset
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REPO_ID = "local/fastplus_synthetic_so100"

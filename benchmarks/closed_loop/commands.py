@@ -8,7 +8,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-BASELINE_PLUGIN = REPO / "testing_support" / "plugins" / "lerobot_policy_so101_baselines"
 KI_DECODINGS = {
     "flow": ["--policy.action_decoding=flow"],
     "fast": ["--policy.action_decoding=fast"],

@@ -13,7 +13,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -21,40 +20,19 @@ WARMUP, REPEATS = 3, 20
 EVAL_SEED = 100_000
 
 
-def _coerce(current: Any, value: str) -> Any:
-    """A command-line value in the type of the config field it replaces."""
-    if isinstance(current, bool):
-        return value.lower() == "true"
-    return type(current)(value) if current is not None else value
-
-
 def measure(checkpoint: Path, task: str, flags: list[str]) -> dict[str, float | int]:
     import torch
-    from lerobot.configs import PreTrainedConfig
-    from lerobot.envs.utils import preprocess_observation
-    from lerobot.policies.factory import make_policy, make_pre_post_processors
-    from lerobot.utils.import_utils import register_third_party_plugins
 
-    register_third_party_plugins()
-    from lerobot_fastplus.envs.so101_sim import SO101SimEnv
+    from benchmarks.closed_loop.sim_policy import SimPolicy
 
-    env_cfg = SO101SimEnv(task=task)
-    cfg = PreTrainedConfig.from_pretrained(checkpoint)
-    cfg.pretrained_path = checkpoint
-    for flag in flags:
-        name, value = flag.removeprefix("--policy.").split("=", 1)
-        setattr(cfg, name, _coerce(getattr(cfg, name), value))
-    policy = make_policy(cfg, env_cfg=env_cfg).eval()
-    preprocess, _ = make_pre_post_processors(cfg, pretrained_path=checkpoint)
-    env = env_cfg.make_one()
-    obs, info = env.reset(seed=EVAL_SEED)
-    batch = preprocess_observation({k: v[None] if isinstance(v, np.ndarray) else v for k, v in obs.items()})
-    batch = preprocess({**batch, "task": [info["task"]]})
+    sim = SimPolicy.load(checkpoint, task, flags)
+    obs, info = sim.env_cfg.make_one().reset(seed=EVAL_SEED)
+    batch = sim.batch(obs, info)
     seconds = []
     with torch.inference_mode():
         for _ in range(WARMUP + REPEATS):
             start = time.perf_counter()
-            policy.predict_action_chunk(batch)
+            sim.policy.predict_action_chunk(batch)
             seconds.append(time.perf_counter() - start)
     timed = np.asarray(seconds[WARMUP:]) * 1000
     return {

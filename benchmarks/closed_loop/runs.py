@@ -6,30 +6,15 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 from datetime import datetime
 from pathlib import Path
-
-from benchmarks.closed_loop.commands import BASELINE_PLUGIN
 
 LOG_TIME = re.compile(r"INFO (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
 
 
 def offline_env(threads: int) -> dict[str, str]:
-    """The environment of every study command: offline, ``threads`` CPU threads, the baseline policy plugin on
-    ``PYTHONPATH`` (LeRobot discovers ``lerobot_policy_*`` distributions, so a dist-info is written for it)."""
-    site = Path(tempfile.gettempdir()) / "fastplus_closed_loop_site"
-    dist_info = site / f"{BASELINE_PLUGIN.name}-0.0.0.dist-info"
-    dist_info.mkdir(parents=True, exist_ok=True)
-    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {BASELINE_PLUGIN.name}\nVersion: 0.0.0\n")
-    path = os.pathsep.join(filter(None, [str(site), str(BASELINE_PLUGIN.parent), os.environ.get("PYTHONPATH")]))
-    return {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "PYTHONPATH": path,
-    }
+    """The environment of every study command: offline, ``threads`` CPU threads."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
 def run_logged(args: list[str], log: Path, threads: int) -> subprocess.Popen:

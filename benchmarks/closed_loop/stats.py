@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-from scipy.stats import binomtest
-
-
-def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a success rate (well behaved at 0 and n, unlike the normal approximation)."""
-    if n == 0:
-        return 0.0, 1.0
-    interval = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(interval.low), float(interval.high)
+from lerobot_fastplus.evaluation.closed_loop import wilson
 
 
 def success_entry(successes: int, n: int) -> dict[str, float | int]:

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from lerobot_fastplus.envs.so101_sim import ROBOT_STATE_DIM, SO101SimEnv
 
 SIM_META_FILE = "so101_sim.json"  # written under the dataset's meta/: how and from which seeds it was recorded
-JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+# The simulator's robot state: the 5 arm joints (the gripper appears only as its command, in [-1, 1], -1 closed).
+JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
 ROBOT_STATE_NAMES = (
     *(f"{j}.pos" for j in JOINTS),
     *(f"{j}.vel" for j in JOINTS),
@@ -125,6 +126,7 @@ def record_demonstrations(
     is what a policy sees in ``env_cfg.obs_mode``.
     """
     from lerobot.datasets import LeRobotDataset
+    from lerobot.utils.utils import SuppressProgressBars
 
     root = Path(root)
     if root.exists():
@@ -141,30 +143,32 @@ def record_demonstrations(
     )
     frames = successes = 0
     seeds = list(range(seed, seed + n_episodes))
-    for episode_seed in tqdm(seeds, desc=f"recording {env_cfg.task}", disable=not progress, unit="episode"):
-        obs, info = env.reset(seed=episode_seed)
-        expert.reset()
-        for _ in range(env_cfg.episode_length):
-            privileged = env.privileged_state()
-            state = np.concatenate([obs["agent_pos"][:ROBOT_STATE_DIM], privileged]).astype(np.float32)
-            label = expert.act(state).astype(np.float32)
-            frame = {"action": label, "task": info["task"]}
-            if "pixels" in obs:  # camera mode: what the camera policy will see, nothing privileged
-                frame["observation.state"] = obs["agent_pos"]
-                frame["observation.images.front"] = obs["pixels"]["front"]
-            else:
-                frame["observation.state"] = state
-                frame["observation.environment_state"] = privileged
-            dataset.add_frame(frame)
-            frames += 1
-            executed = label.astype(np.float64).copy()
-            if np.any(executed[:3]):  # a zero command holds the pose (the expert's grasp); noise would undo it
-                executed[:3] = np.clip(executed[:3] + rng.normal(0.0, noise, 3), -1.0, 1.0)
-            obs, _, terminated, truncated, info = env.step(executed)
-            if terminated or truncated:
-                break
-        successes += bool(info["is_success"])
-        dataset.save_episode()
+    bar = tqdm(seeds, desc=f"recording {env_cfg.task}", disable=not progress, unit="episode")
+    with SuppressProgressBars():  # one bar for the recording, not one of the datasets library per saved episode
+        for episode_seed in bar:
+            obs, info = env.reset(seed=episode_seed)
+            expert.reset()
+            for _ in range(env_cfg.episode_length):
+                privileged = env.privileged_state()
+                state = np.concatenate([obs["agent_pos"][:ROBOT_STATE_DIM], privileged]).astype(np.float32)
+                label = expert.act(state).astype(np.float32)
+                frame = {"action": label, "task": info["task"]}
+                if "pixels" in obs:  # camera mode: what the camera policy will see, nothing privileged
+                    frame["observation.state"] = obs["agent_pos"]
+                    frame["observation.images.front"] = obs["pixels"]["front"]
+                else:
+                    frame["observation.state"] = state
+                    frame["observation.environment_state"] = privileged
+                dataset.add_frame(frame)
+                frames += 1
+                executed = label.astype(np.float64).copy()
+                if np.any(executed[:3]):  # a zero command holds the pose (the expert's grasp); noise would undo it
+                    executed[:3] = np.clip(executed[:3] + rng.normal(0.0, noise, 3), -1.0, 1.0)
+                obs, _, terminated, truncated, info = env.step(executed)
+                if terminated or truncated:
+                    break
+            successes += bool(info["is_success"])
+            dataset.save_episode()
     dataset.finalize()
     meta = {
         "env": {"type": "so101_sim", **_fields(env_cfg)},

@@ -244,8 +244,8 @@ def format_result(result: OfflineEvalResult) -> str:
 
 def plot_result(result: OfflineEvalResult, path: str | Path) -> Path:
     """One row per decoding, one column per held-out frame: recorded chunk (solid) against the prediction (dashed),
-    with "hold the current state" (dotted) when it was scored. The same ``PLOT_DIMS`` joints in every panel (those
-    that move most over the plotted recorded chunks; the title says which share of the joints that is), one legend
+    with "hold the current state" (dotted) when it was scored. The same ``PLOT_DIMS`` action dimensions in every panel
+    (those that move most over the plotted recorded chunks; the title says which share of them that is), one legend
     under the panels, each decoding's MSE next to its row."""
     import matplotlib
 
@@ -283,10 +283,14 @@ def plot_result(result: OfflineEvalResult, path: str | Path) -> Path:
     if hold is not None:
         handles.append(Line2D([], [], color="k", ls=":", alpha=0.6, label="hold the current state"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    shown = f"all {n_dims} joints" if len(dims) == n_dims else f"{len(dims)} of {n_dims} joints (those moving most)"
+    shown = (
+        f"all {n_dims} action dimensions"
+        if len(dims) == n_dims
+        else f"{len(dims)} of {n_dims} action dimensions (those moving most)"
+    )
     fig.suptitle(
         f"{result.policy_type} on held-out episodes: recorded vs predicted chunks, {shown}\n"
-        f"MSE: normalised, over all {len(result.frames)} held-out frames and all {n_dims} joints",
+        f"MSE: normalised, over all {len(result.frames)} held-out frames and all {n_dims} action dimensions",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))

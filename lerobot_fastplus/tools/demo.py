@@ -1,31 +1,31 @@
-"""fastplus-demo: the whole pi05_ki pipeline on a built-in task, offline, in a few minutes on a CPU.
+"""fastplus-demo: train a tiny pi05_ki from scratch and measure it driving the SO-101 arm in closed loop, offline,
+in about 10 minutes on a CPU.
 
-1. writes a small LeRobotDataset of a synthetic SO-100-like arm: in every episode the task names one of four
-   coloured markers, the 64x64 camera shows it, and the arm sweeps toward it while opening or closing the gripper
-   (``synthetic_dataset``'s reach task), so the actions move and depend on what the task text and the camera say;
-   then recomputes the action statistics for relative actions with LeRobot's ``recompute_stats``;
-2. fits a FAST tokenizer on the training episodes' relative action chunks (``fastplus-train-tokenizer``'s
-   report), exactly the values pi05_ki's FAST step tokenizes;
-3. trains a tiny ``pi05_ki`` with LeRobot's own ``lerobot-train`` on relative actions (the command is printed,
-   to copy);
-4. evaluates the checkpoint on held-out episodes (``fastplus-eval-offline``'s code): action error of flow
-   sampling and of the backbone's autoregressive FAST head against "hold the current state" and "range centre";
-5. prints a summary that leads with that comparison and whether each decoding clears the bar (at most half the
-   error of holding the state, and below the range centre), then where the checkpoint, reports and plots are.
+1. records scripted reach-and-close demonstrations in the SO-101 MuJoCo simulator (``fastplus-record-so101``'s
+   code: DART noise on the executed action, the expert's action as the label), and a few more on later seeds that
+   training never sees;
+2. fits a FAST tokenizer on the training demonstrations' action chunks (``fastplus-train-tokenizer``'s code);
+3. trains pi05_ki with LeRobot's own ``lerobot-train``, with the settings of ``configs/pi05_ki_so101_sim.json``
+   (the command is printed, to copy);
+4. runs LeRobot's own ``lerobot-eval --env.type=so101_sim`` on episodes whose cube positions no demonstration
+   used: the trained policy and, on the same seeds, the scripted expert and three blind baselines (do nothing,
+   random actions, the demonstrations' mean action; ``--policy.type=so101_baseline``);
+5. measures the action error on the held-out demonstrations (open loop, a secondary figure);
 
-Why relative actions: pi0.5 sees the state only as 256 text bins, and a tiny model trained from scratch for a few
-hundred steps cannot learn to read absolute joint positions from them; the motion relative to the current state
-it can learn from the task text and the image.
+and prints a summary that leads with the success rate, its Wilson 95% interval and the baselines'.
 
-Everything goes under ``--output_dir``; re-running replaces the previous demo there (and refuses a directory
-that does not hold one, so nothing else is deleted).
+Evaluation needs no OpenGL: the simulator runs in state mode and ``lerobot-eval``'s videos are the env's schematic
+top view. Everything goes under ``--output_dir``; re-running replaces the previous demo there (and refuses a
+directory that does not hold one, so nothing else is deleted).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,67 +37,89 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from lerobot_fastplus.evaluation.offline_config import EvalOfflineConfig
 from lerobot_fastplus.evaluation.training_log import parse_log_line, plot_training
-from lerobot_fastplus.tools.cli import ToolResult, run_cli
-from lerobot_fastplus.tools.train_tokenizer import TrainTokenizerConfig, train
+from lerobot_fastplus.tools.cli import run_cli
 
 if TYPE_CHECKING:
+    from lerobot_fastplus.evaluation.closed_loop import SuccessRate
     from lerobot_fastplus.evaluation.offline import OfflineEvalResult
+    from lerobot_fastplus.tools.cli import ToolResult
 
-DEMO_REPO_ID = "local/fastplus_demo_so100"
+DEMO_REPO_ID = "local/fastplus_demo_so101"
 MARKER = "fastplus_demo.json"
+TASK = "reach_close"
 # LeRobot's warning when torchcodec cannot load, from its first line to torchcodec's end marker (group 1: the
 # logging prefix).
 TORCHCODEC_ERRORS = re.compile(
     r"^([^\n]*)Could not load libtorchcodec\..*?\[end of libtorchcodec loading traceback\]\.?\n",
     re.DOTALL | re.MULTILINE,
 )
-# Every joint relative, the gripper too (LeRobot's default keeps it absolute; the reach task moves it steadily).
-RELATIVE_EXCLUDE_JOINTS: list[str] = []
+# configs/pi05_ki_so101_sim.json's policy settings as lerobot-train flags (a test keeps the two equal); the
+# tokenizer paths and the length of the learning-rate schedule come from the run.
+POLICY_FLAGS = {
+    "type": "pi05_ki",
+    "paligemma_variant": "gemma_tiny",
+    "action_expert_variant": "gemma_tiny",
+    "device": "cpu",
+    "normalization_mapping": '{"VISUAL": "IDENTITY", "STATE": "MIN_MAX", "ACTION": "QUANTILES"}',
+    "expert_state_token": "true",
+    "tokenizer_max_length": "48",
+    "chunk_size": "10",
+    "n_action_steps": "5",
+    "split_every": "10",
+    "max_action_tokens": "40",
+    "optimizer_lr": "0.003",
+    "scheduler_decay_lr": "0.0003",
+    "push_to_hub": "false",
+}
+# label -> so101_baseline kind; "mean" gets the demonstrations' mean action
+BASELINES = {
+    "scripted expert": "expert",
+    "do nothing (hold)": "hold",
+    "random actions": "random",
+    "demos' mean action": "mean",
+}
+BLIND = ("do nothing (hold)", "random actions", "demos' mean action")
+POLICY_LABEL = "pi05_ki (flow sampling)"
 
 
 @dataclass
 class DemoConfig:
-    # Everything goes here: dataset/, tokenizer/, train/, eval/, train_curves.png, summary.json.
+    # Everything goes here: dataset/, held_out/, tokenizer/, train/, eval/, summary.json, commands.sh, ...
     output_dir: str = "outputs/fastplus_demo"
-    # Synthetic reach task: episodes of `episode_len` frames, one of `reach_targets` markers each (episode e
-    # reaches for marker e mod reach_targets); the last `held_out_episodes` are not trained on.
-    n_episodes: int = 24
-    held_out_episodes: int = 4
-    episode_len: int = 100
-    reach_targets: int = 4
-    image_size: int = 64
-    fps: int = 30
+    # Scripted reach-and-close demonstrations to train on (simulator seeds 0 .. n_demos - 1).
+    n_demos: int = 100
+    # Standard deviation of the DART noise on the executed position action (the stored label stays the expert's).
+    noise: float = 0.2
+    # Demonstrations on the next seeds, never trained on: the open-loop check.
+    held_out_demos: int = 10
+    # lerobot-train optimizer steps (cosine learning-rate decay over them, 10 percent warm-up).
+    steps: int = 1000
+    # lerobot-train batch size.
+    batch_size: int = 32
+    # lerobot-train seed (weights, batches, flow noise).
     seed: int = 0
-    # FAST tokenizer: sub-chunks of `split_every` steps, BPE vocabulary size.
-    split_every: int = 10
-    vocab_size: int = 1024
-    # Policy: chunk of `chunk_size` actions, the first `n_action_steps` executed.
-    chunk_size: int = 20
-    n_action_steps: int = 10
-    # Longest FAST token sequence of a chunk (bounds the autoregressive decode).
-    max_action_tokens: int = 40
-    # lerobot-train: optimizer steps, batch size, peak learning rate (cosine decay after 10 percent warm-up).
-    steps: int = 600
-    batch_size: int = 8
-    learning_rate: float = 3e-3
-    # Held-out evaluation: number of evenly spaced frames.
-    eval_frames: int = 48
+    # lerobot-eval episodes per policy.
+    eval_episodes: int = 50
+    # Simulator seed of the first evaluation episode (far past the recordings' seeds).
+    eval_seed: int = 100_000
+    # The success rate the trained policy must reach, above every blind baseline's interval.
+    bar: float = 0.8
+    # Frames of the held-out demonstrations scored open loop.
+    open_loop_frames: int = 24
 
     def validate(self) -> None:
-        if not 0 < self.held_out_episodes < self.n_episodes:
-            raise ValueError(
-                f"--held_out_episodes={self.held_out_episodes} must be in [1, n_episodes={self.n_episodes})."
-            )
+        if self.n_demos < 1 or self.held_out_demos < 1 or self.eval_episodes < 1:
+            raise ValueError("--n_demos, --held_out_demos and --eval_episodes must be at least 1.")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"--steps ({self.steps}) and --batch_size ({self.batch_size}) must be positive.")
-        if self.episode_len < self.chunk_size:
-            raise ValueError(f"--episode_len={self.episode_len} must be at least --chunk_size={self.chunk_size}.")
-        if self.chunk_size % self.split_every:
-            raise ValueError(f"--chunk_size={self.chunk_size} must be a multiple of --split_every={self.split_every}.")
-        if not 1 <= self.reach_targets <= 4:
-            raise ValueError(f"--reach_targets={self.reach_targets} must be in [1, 4].")
+        if self.noise < 0 or not 0 <= self.bar <= 1:
+            raise ValueError(f"--noise ({self.noise}) must be >= 0 and --bar ({self.bar}) in [0, 1].")
+        if self.eval_seed < self.n_demos + self.held_out_demos:
+            raise ValueError(
+                f"--eval_seed={self.eval_seed} reuses recorded seeds (0..{self.n_demos + self.held_out_demos - 1}); "
+                "evaluate on later seeds."
+            )
 
 
 def prepare_output_dir(out: Path) -> None:
@@ -121,38 +143,26 @@ def prepare_output_dir(out: Path) -> None:
         ) from err
 
 
+def lerobot_command(name: str) -> str:
+    """The LeRobot console script next to this interpreter (a virtual environment), else the one on PATH."""
+    script = Path(sys.executable).parent / name
+    return str(script if script.exists() else shutil.which(name) or name)
+
+
 def train_command(cfg: DemoConfig, out: Path, fast_dir: Path, text_dir: Path) -> list[str]:
-    train_episodes = list(range(cfg.n_episodes - cfg.held_out_episodes))
-    lerobot_train = Path(sys.executable).parent / "lerobot-train"
     return [
-        str(lerobot_train if lerobot_train.exists() else shutil.which("lerobot-train") or "lerobot-train"),
-        "--policy.type=pi05_ki",
-        f"--dataset.repo_id={DEMO_REPO_ID}",
-        f"--dataset.root={out / 'dataset'}",
-        f"--dataset.episodes=[{','.join(map(str, train_episodes))}]",
-        "--dataset.video_backend=pyav",
-        "--policy.paligemma_variant=gemma_tiny",
-        "--policy.action_expert_variant=gemma_tiny",
-        "--policy.device=cpu",
-        f"--policy.image_resolution=[{cfg.image_size},{cfg.image_size}]",
-        "--policy.tokenizer_max_length=48",
+        lerobot_command("lerobot-train"),
+        *(f"--policy.{key}={value}" for key, value in POLICY_FLAGS.items()),
         f"--policy.text_tokenizer_name={text_dir}",
         f"--policy.fast_tokenizer_path={fast_dir}",
-        "--policy.use_relative_actions=true",
-        f"--policy.relative_exclude_joints=[{','.join(RELATIVE_EXCLUDE_JOINTS)}]",
-        f"--policy.chunk_size={cfg.chunk_size}",
-        f"--policy.n_action_steps={cfg.n_action_steps}",
-        f"--policy.split_every={cfg.split_every}",
-        f"--policy.max_action_tokens={cfg.max_action_tokens}",
-        f"--policy.optimizer_lr={cfg.learning_rate}",
         f"--policy.scheduler_warmup_steps={max(1, cfg.steps // 10)}",
         f"--policy.scheduler_decay_steps={cfg.steps}",
-        f"--policy.scheduler_decay_lr={cfg.learning_rate / 10}",
-        "--policy.push_to_hub=false",
+        f"--dataset.repo_id={DEMO_REPO_ID}",
+        f"--dataset.root={out / 'dataset'}",
         f"--steps={cfg.steps}",
         f"--batch_size={cfg.batch_size}",
         f"--save_freq={cfg.steps}",
-        f"--log_freq={max(1, min(25, cfg.steps // 10))}",
+        f"--log_freq={max(1, min(50, cfg.steps // 10))}",
         f"--seed={cfg.seed}",
         "--num_workers=0",
         "--wandb.enable=false",
@@ -160,29 +170,72 @@ def train_command(cfg: DemoConfig, out: Path, fast_dir: Path, text_dir: Path) ->
     ]
 
 
+def eval_command(cfg: DemoConfig, policy_flags: list[str], output_dir: Path) -> list[str]:
+    return [
+        lerobot_command("lerobot-eval"),
+        *policy_flags,
+        "--env.type=so101_sim",
+        f"--env.task={TASK}",
+        f"--eval.n_episodes={cfg.eval_episodes}",
+        f"--eval.batch_size={min(10, cfg.eval_episodes)}",
+        f"--seed={cfg.eval_seed}",
+        f"--output_dir={output_dir}",
+        f"--job_name={output_dir.name}",
+    ]
+
+
+def baseline_flags(kind: str, mean_action: list[float]) -> list[str]:
+    flags = ["--policy.type=so101_baseline", f"--policy.kind={kind}", f"--policy.task={TASK}", "--policy.device=cpu"]
+    if kind == "mean":
+        flags.append(f"--policy.mean_action=[{','.join(f'{v:.6g}' for v in mean_action)}]")
+    return flags
+
+
 def fold_torchcodec_errors(text: str) -> str:
     """``text`` with each of LeRobot's "Could not load libtorchcodec" warnings (one loader traceback per FFmpeg
     version, about 100 lines without FFmpeg) cut to one line; LeRobot's next line, which says it falls back to
-    pyav, stays. LeRobot tries torchcodec while draccus builds lerobot-train's parser, whatever
-    ``--dataset.video_backend`` says; the demo's images need no video decoder at all."""
+    pyav, stays. LeRobot tries torchcodec while draccus builds its commands' parsers, whatever
+    ``--dataset.video_backend`` says; the demo needs no video decoder at all."""
 
     def one_line(match: re.Match[str]) -> str:
         left_out = match.group(0).count("\n")
         return (
-            f"{match.group(1)}Could not load libtorchcodec ({left_out} lines of loader errors left out by the demo)\n"
+            f"{match.group(1)}Could not load libtorchcodec ({left_out} lines of loader errors left out by the demo; "
+            "harmless, the demo decodes no video)\n"
         )
 
     return TORCHCODEC_ERRORS.sub(one_line, text)
 
 
+class FoldTorchcodecErrors(logging.Filter):
+    """The same folding for LeRobot's warning in this process (the demo records and evaluates with LeRobot)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = fold_torchcodec_errors(record.getMessage() + "\n").rstrip("\n"), ()
+        return True
+
+
+def offline_env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def check_exit(proc: subprocess.Popen, log_path: Path) -> None:
+    log_path.write_text(fold_torchcodec_errors(log_path.read_text()))
+    if proc.returncode != 0:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
+        name = Path(str(proc.args[0])).name
+        raise RuntimeError(f"{name} failed (exit {proc.returncode}); full log in {log_path}:\n{tail}")
+
+
 def run_training(command: list[str], steps: int, log_path: Path) -> list[dict[str, float]]:
     """Run lerobot-train, keep its output in ``log_path`` (torchcodec's loader errors folded, see
     ``fold_torchcodec_errors``) and show one progress bar with the losses."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     records: list[dict[str, float]] = []
     with (
         log_path.open("w") as log,
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc,
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=offline_env()
+        ) as proc,
         tqdm(total=steps, desc="lerobot-train", unit="step") as bar,
     ):
         assert proc.stdout is not None
@@ -193,146 +246,184 @@ def run_training(command: list[str], steps: int, log_path: Path) -> list[dict[st
                 records.append(record)
                 bar.update(int(record["step"]) - bar.n)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "step"})
-    log_path.write_text(fold_torchcodec_errors(log_path.read_text()))
-    if proc.returncode != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"lerobot-train failed (exit {proc.returncode}); full log in {log_path}:\n{tail}")
+    check_exit(proc, log_path)
     return records
+
+
+def eval_dir(out: Path, label: str) -> Path:
+    """Where the ``lerobot-eval`` run of ``label`` writes (``--output_dir``); its log goes beside it."""
+    return out / "eval" / re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
+def run_evaluations(commands: dict[str, list[str]], out: Path) -> dict[str, SuccessRate]:
+    """Run the ``lerobot-eval`` commands, two at a time (each is mostly start-up and simulator stepping), into
+    ``eval_dir(out, label)``; their success rates by label."""
+    from lerobot_fastplus.evaluation.closed_loop import read_eval_info
+
+    pending = list(commands.items())
+    running: list[tuple[str, subprocess.Popen, Path]] = []
+    with tqdm(total=len(commands), desc="lerobot-eval", unit="policy") as bar:
+        while pending or running:
+            while pending and len(running) < 2:
+                label, command = pending.pop(0)
+                log_path = eval_dir(out, label).with_suffix(".log")
+                with log_path.open("w") as log:
+                    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=offline_env())
+                running.append((label, proc, log_path))
+            label, proc, log_path = running.pop(0)
+            proc.wait()
+            check_exit(proc, log_path)
+            bar.update(1)
+    return {label: read_eval_info(eval_dir(out, label), label) for label in commands}
+
+
+def mean_action(dataset_root: Path) -> list[float]:
+    return [float(v) for v in json.loads((dataset_root / "meta" / "stats.json").read_text())["action"]["mean"]]
 
 
 def print_summary(
     cfg: DemoConfig,
     out: Path,
     seconds: float,
+    rates: dict[str, SuccessRate],
+    verdict: str,
     tokenizer: ToolResult,
     records: list[dict[str, float]],
-    checkpoint: Path,
-    evaluation: OfflineEvalResult,
-    curves: Path,
+    open_loop: OfflineEvalResult,
 ) -> None:
-    from lerobot_fastplus.evaluation.bar_check import check_bar, format_comparison
-    from lerobot_fastplus.evaluation.offline import format_result
+    from lerobot_fastplus.envs.so101_sim import REACH_CLOSE_TEXT
 
     first, last = records[0], records[-1]
     report = tokenizer.report
-    held_out = f"{cfg.n_episodes - cfg.held_out_episodes}-{cfg.n_episodes - 1}"
-    fast = evaluation.result("fast (AR)")
+    mse = {d.name: d.mse_normalized for d in open_loop.decodings}
+    last_seed = cfg.eval_seed + cfg.eval_episodes - 1
     rule = "=" * 100
+    rows = "\n".join(rate.row() for rate in rates.values())
     print(
-        f"\n{rule}\nfastplus demo done in {seconds / 60:.1f} min: a tiny pi05_ki trained and evaluated offline."
-        f"\n{rule}\n"
-        f"{format_comparison(evaluation, check_bar(evaluation))}\n"
-        f"plot        {evaluation.png_path}  (held-out recorded vs predicted chunks, flow and FAST head)\n\n"
-        f"All decodings ({fast.incomplete_chunks} of {len(evaluation.frames)} FAST-head chunks incomplete; at run "
-        "time pi05_ki uses flow sampling only, which RTC can steer; the FAST head is what the backbone learns "
-        f"from):\n{format_result(evaluation)}\n\n"
+        f"\n{rule}\nfastplus demo done in {seconds / 60:.1f} min: a tiny pi05_ki trained from scratch drives the "
+        f"SO-101 arm in MuJoCo.\n{rule}\n"
+        f'Closed-loop success on "{REACH_CLOSE_TEXT}", lerobot-eval --env.type=so101_sim, {cfg.eval_episodes} '
+        f"episodes\n(simulator seeds {cfg.eval_seed}..{last_seed}, cube positions no demonstration used; "
+        f"Wilson 95% interval):\n{rows}\n{verdict}\n"
+        f"videos      {eval_dir(out, POLICY_LABEL) / 'videos'}  (top view of the first 10 episodes; "
+        "MuJoCo's camera instead: --env.video=camera, which needs EGL, e.g. apt-get install libegl1)\n\n"
+        f"Open loop (secondary), {len(open_loop.frames)} frames of {cfg.held_out_demos} held-out demonstrations, "
+        f"normalised action MSE of the first {open_loop.n_action_steps} actions: flow {mse['flow']:.4f}, "
+        f"FAST head {mse['fast (AR)']:.4f}, range centre {mse['range centre']:.4f}  ({open_loop.png_path})\n\n"
         f"dataset     {out / 'dataset'}\n"
-        f"            {cfg.n_episodes} synthetic SO-100 reach episodes x {cfg.episode_len} frames, "
-        f"{cfg.reach_targets} markers (episodes {held_out} held out)\n"
+        f"            {cfg.n_demos} noisy-expert demonstrations (seeds 0..{cfg.n_demos - 1}); held out: "
+        f"{out / 'held_out'}\n"
         f"tokenizer   {tokenizer.tokenizer_dir}\n"
-        f"            {report.tokens_per_chunk.mean:.1f} FAST tokens per {report.horizon}-step relative sub-chunk "
+        f"            {report.tokens_per_chunk.mean:.1f} FAST tokens per {report.horizon}-step chunk "
         f"({report.compression:.1f}x fewer than per-step binning), round-trip MSE "
         f"{report.errors.mse_normalized:.1e} (normalised)\n"
-        f"training    {cfg.steps} steps, batch {cfg.batch_size}: loss {first['loss']:.3g} -> {last['loss']:.3g}, "
-        f"flow loss {first['flow_loss']:.3g} -> {last['flow_loss']:.3g}, FAST token accuracy "
-        f"{first['fast_token_accuracy']:.2f} -> {last['fast_token_accuracy']:.2f}\n"
-        f"checkpoint  {checkpoint}\n"
-        f"plots       {curves}  (training curves)\n"
-        f"            {tokenizer.report_png}  (tokenizer)\n"
-        f"reports     {out / 'summary.json'}, {evaluation.json_path},\n"
-        f"            {tokenizer.report_json}, {out / 'train.log'}\n\n"
-        'Your own data, the same way: README.md, section "Your own robot data" (relative-action statistics, a FAST '
-        "tokenizer, then a tiny model on a CPU like this one, or the full-size config on a GPU); step by step in "
-        "docs/own_data.md."
+        f"training    {cfg.steps} steps, batch {cfg.batch_size}: flow loss {first['flow_loss']:.3g} -> "
+        f"{last['flow_loss']:.3g}, FAST token accuracy {first['fast_token_accuracy']:.2f} -> "
+        f"{last['fast_token_accuracy']:.2f}  ({out / 'train_curves.png'})\n"
+        f"checkpoint  {out / 'train' / 'checkpoints' / 'last' / 'pretrained_model'}\n"
+        f"commands    {out / 'commands.sh'}  (the lerobot-train and lerobot-eval commands, to rerun or vary)\n"
+        f"summary     {out / 'summary.json'}\n\n"
+        "Longer training and pick-and-place: docs/so101_sim.md. Your own robot data: README.md, section "
+        '"Your own robot data", and docs/own_data.md.'
     )
 
 
-def run_demo(cfg: DemoConfig) -> OfflineEvalResult:
-    from lerobot.datasets.dataset_tools import recompute_stats
+def shell_line(command: list[str]) -> str:
+    """``command`` as a shell command line to copy, one flag per line."""
+    return " \\\n    ".join(shlex.quote(arg) for arg in command)
 
-    from lerobot_fastplus.data.synthetic_dataset import make_synthetic_dataset, reach_words
-    from lerobot_fastplus.evaluation.bar_check import check_bar
+
+def write_commands(path: Path, commands: list[list[str]]) -> None:
+    lines = "\n\n".join(shell_line(command) for command in commands)
+    path.write_text(f"#!/bin/sh\n# What fastplus-demo ran, in order (offline: HF_HUB_OFFLINE=1).\n{lines}\n")
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, SuccessRate]:
+    logging.getLogger("lerobot.utils.import_utils").addFilter(FoldTorchcodecErrors())
+    from lerobot_fastplus.envs.so101_recording import record_demonstrations
+    from lerobot_fastplus.envs.so101_sim import SO101SimEnv
+    from lerobot_fastplus.evaluation.closed_loop import verdict
     from lerobot_fastplus.evaluation.offline import evaluate_checkpoint, save_result
-    from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
+    from lerobot_fastplus.evaluation.offline_config import EvalOfflineConfig
+    from lerobot_fastplus.policies.common import write_dataset_words_tokenizer
+    from lerobot_fastplus.tools.train_tokenizer import TrainTokenizerConfig, train
 
     cfg.validate()
     start = time.perf_counter()
     out = Path(cfg.output_dir).resolve()
     prepare_output_dir(out)
-    train_episodes = list(range(cfg.n_episodes - cfg.held_out_episodes))
+    env_cfg = SO101SimEnv(task=TASK)
 
-    print("[1/4] Writing a synthetic SO-100 LeRobotDataset (reach task) and its relative-action statistics")
-    dataset = make_synthetic_dataset(
-        out / "dataset",
-        repo_id=DEMO_REPO_ID,
-        n_episodes=cfg.n_episodes,
-        episode_len=cfg.episode_len,
-        image_size=cfg.image_size,
-        fps=cfg.fps,
-        seed=cfg.seed,
-        reach_targets=cfg.reach_targets,
+    print(f"[1/5] Recording {cfg.n_demos} + {cfg.held_out_demos} scripted reach-and-close demonstrations (MuJoCo)")
+    record_demonstrations(env_cfg, out / "dataset", DEMO_REPO_ID, cfg.n_demos, seed=0, noise=cfg.noise)
+    record_demonstrations(
+        env_cfg, out / "held_out", DEMO_REPO_ID, cfg.held_out_demos, seed=cfg.n_demos, noise=cfg.noise
     )
-    recompute_stats(
-        dataset, relative_action=True, relative_exclude_joints=RELATIVE_EXCLUDE_JOINTS, chunk_size=cfg.chunk_size
-    )
+    text_dir = write_dataset_words_tokenizer(out / "dataset", out / "text_tokenizer")
 
-    print("\n[2/4] Fitting a FAST tokenizer on the training episodes' relative action chunks")
+    print("\n[2/5] Fitting a FAST tokenizer on the demonstrations' action chunks")
+    chunk = int(POLICY_FLAGS["chunk_size"])
     tokenizer = train(
         TrainTokenizerConfig(
             repo_id=DEMO_REPO_ID,
             root=str(out / "dataset"),
-            episodes=train_episodes,
-            horizon=cfg.split_every,
-            vocab_size=cfg.vocab_size,
-            chunk_size=cfg.chunk_size,
-            split_every=cfg.split_every,
-            relative_actions=True,
-            relative_exclude_joints=RELATIVE_EXCLUDE_JOINTS,
+            horizon=chunk,
+            chunk_size=chunk,
+            split_every=int(POLICY_FLAGS["split_every"]),
+            vocab_size=512,
             seed=cfg.seed,
             output_dir=str(out / "tokenizer"),
         )
     )
-    text_dir = write_paligemma_layout_tokenizer(out / "text_tokenizer", reach_words(cfg.reach_targets))
 
-    print(f"\n[3/4] Training a tiny pi05_ki for {cfg.steps} steps with lerobot-train; the command:")
-    command = train_command(cfg, out, tokenizer.tokenizer_dir, text_dir)
-    print(" \\\n    ".join(command) + "\n")
-    records = run_training(command, cfg.steps, out / "train.log")
+    print(f"\n[3/5] Training a tiny pi05_ki for {cfg.steps} steps with lerobot-train; the command:")
+    training = train_command(cfg, out, tokenizer.tokenizer_dir, text_dir)
+    print(shell_line(training) + "\n")
+    records = run_training(training, cfg.steps, out / "train.log")
     checkpoint = out / "train" / "checkpoints" / "last" / "pretrained_model"
-    curves = plot_training(records, out / "train_curves.png")
+    plot_training(records, out / "train_curves.png")
 
-    print("\n[4/4] Evaluating the checkpoint on the held-out episodes")
-    evaluation = save_result(
+    print(f"\n[4/5] Closed loop: lerobot-eval --env.type=so101_sim, {cfg.eval_episodes} episodes per policy")
+    actions = mean_action(out / "dataset")
+    evals = {POLICY_LABEL: eval_command(cfg, [f"--policy.path={checkpoint}"], eval_dir(out, POLICY_LABEL))}
+    for label, kind in BASELINES.items():
+        evals[label] = eval_command(cfg, baseline_flags(kind, actions), eval_dir(out, label))
+    write_commands(out / "commands.sh", [training, *evals.values()])
+    (out / "eval").mkdir()
+    rates = run_evaluations(evals, out)
+    passed, sentence = verdict(rates[POLICY_LABEL], [rates[b] for b in BLIND], cfg.bar)
+
+    print("\n[5/5] Open loop: action error on the held-out demonstrations (secondary)")
+    open_loop = save_result(
         evaluate_checkpoint(
             EvalOfflineConfig(
                 checkpoint=str(checkpoint),
-                root=str(out / "dataset"),
+                root=str(out / "held_out"),
                 repo_id=DEMO_REPO_ID,
-                episodes=list(range(len(train_episodes), cfg.n_episodes)),
-                n_frames=cfg.eval_frames,
+                n_frames=cfg.open_loop_frames,
                 seed=cfg.seed,
             )
         ),
-        out / "eval",
+        out / "open_loop",
     )
     seconds = time.perf_counter() - start
     summary = {
         "config": asdict(cfg),
         "seconds": seconds,
-        "bar": [{**asdict(c), "limit": c.limit, "passed": c.passed} for c in check_bar(evaluation)],
+        "closed_loop": {"passed": passed, "verdict": sentence, "results": [r.to_dict() for r in rates.values()]},
         "tokenizer": {"dir": str(tokenizer.tokenizer_dir), "report": str(tokenizer.report_json)},
         "training": {"checkpoint": str(checkpoint), "log": records},
-        "evaluation": evaluation.to_dict(),
+        "open_loop": open_loop.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print_summary(cfg, out, seconds, tokenizer, records, checkpoint, evaluation, curves)
-    return evaluation
+    print_summary(cfg, out, seconds, rates, sentence, tokenizer, records, open_loop)
+    return rates
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run_cli(DemoConfig, run_demo, argv)
-    except RuntimeError as err:  # lerobot-train failed; its log tail is in the message
+    except RuntimeError as err:  # lerobot-train or lerobot-eval failed; its log tail is in the message
         print(f"error: {err}", file=sys.stderr)
         return 1
 

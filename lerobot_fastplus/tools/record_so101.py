@@ -44,21 +44,10 @@ class RecordSO101Config:
     text_tokenizer_dir: str | None = None
 
 
-def write_task_words_tokenizer(root: Path, directory: Path) -> Path:
-    """The offline stand-in text tokenizer (PaliGemma's id layout) with every word of the recording's task texts."""
-    import pandas as pd
-    from tokenizers.pre_tokenizers import Whitespace
-
-    from lerobot_fastplus.policies.common import write_paligemma_layout_tokenizer
-
-    tasks = pd.read_parquet(Path(root) / "meta" / "tasks.parquet").index
-    words = sorted({word for task in tasks for word, _ in Whitespace().pre_tokenize_str(task)})
-    return write_paligemma_layout_tokenizer(directory, words)
-
-
 def record(cfg: RecordSO101Config) -> None:
     from lerobot_fastplus.envs.so101_recording import record_demonstrations
     from lerobot_fastplus.envs.so101_sim import SO101SimEnv
+    from lerobot_fastplus.policies.common import write_dataset_words_tokenizer
 
     env_cfg = SO101SimEnv(
         task=cfg.task, obs_mode=cfg.obs_mode, episode_length=cfg.episode_length, image_size=cfg.image_size
@@ -77,7 +66,7 @@ def record(cfg: RecordSO101Config) -> None:
         env_cfg, root, cfg.repo_id, cfg.n_episodes, seed=cfg.seed, noise=cfg.noise, overwrite=cfg.overwrite
     )
     if cfg.text_tokenizer_dir:
-        write_task_words_tokenizer(summary.root, Path(cfg.text_tokenizer_dir))
+        write_dataset_words_tokenizer(summary.root, cfg.text_tokenizer_dir)
         print(f"text tokenizer with the task words: {cfg.text_tokenizer_dir}")
     last = cfg.seed + cfg.n_episodes - 1
     print(

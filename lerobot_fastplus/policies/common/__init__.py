@@ -10,7 +10,10 @@ from lerobot_fastplus.policies.common.backbone import (
     gemma_variant,
     paligemma_hf_config,
 )
-from lerobot_fastplus.policies.common.text_tokenizer import write_paligemma_layout_tokenizer
+from lerobot_fastplus.policies.common.text_tokenizer import (
+    write_dataset_words_tokenizer,
+    write_paligemma_layout_tokenizer,
+)
 
 __all__ = [
     "GEMMA_VARIANTS",
@@ -19,5 +22,6 @@ __all__ = [
     "expert_hf_config",
     "gemma_variant",
     "paligemma_hf_config",
+    "write_dataset_words_tokenizer",
     "write_paligemma_layout_tokenizer",
 ]

@@ -49,3 +49,15 @@ def write_paligemma_layout_tokenizer(path: str | os.PathLike, words: Iterable[st
     out = Path(path)
     tokenizer.save_pretrained(out)
     return out
+
+
+def write_dataset_words_tokenizer(dataset_root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``write_paligemma_layout_tokenizer`` with every word of a local LeRobotDataset's task texts
+    (``meta/tasks.parquet``); returns the directory."""
+    import pandas as pd
+
+    tasks = pd.read_parquet(Path(dataset_root) / "meta" / "tasks.parquet").index
+    split = pre_tokenizers.Whitespace()
+    return write_paligemma_layout_tokenizer(
+        path, sorted({w for task in tasks for w, _ in split.pre_tokenize_str(task)})
+    )

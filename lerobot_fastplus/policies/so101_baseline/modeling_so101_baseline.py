@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from lerobot.policies.pretrained import PreTrainedPolicy
-from lerobot.utils.constants import ACTION, OBS_STATE
+from lerobot.utils.constants import OBS_STATE
 
 from lerobot_fastplus.envs.so101_recording import SO101Expert
 from lerobot_fastplus.envs.so101_sim import ROBOT_STATE_DIM
-from lerobot_policy_so101_baselines.configuration_so101_baseline import SO101BaselineConfig
+from lerobot_fastplus.policies.so101_baseline.configuration_so101_baseline import SO101BaselineConfig
 
 GRIPPER_COMMAND = ROBOT_STATE_DIM - 4  # index of the gripper command ([-1, 1], -1 closed) in the robot state
 
@@ -53,6 +53,3 @@ class SO101BaselinePolicy(PreTrainedPolicy):
         else:
             actions = np.tile(np.asarray(self.config.mean_action, dtype=np.float64), (n, 1))
         return torch.as_tensor(actions, dtype=torch.float32, device=batch[OBS_STATE].device)
-
-
-__all__ = ["ACTION", "SO101BaselinePolicy"]

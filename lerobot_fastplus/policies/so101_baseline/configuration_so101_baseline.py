@@ -13,7 +13,8 @@ KINDS = ("expert", "hold", "random", "mean")
 @PreTrainedConfig.register_subclass("so101_baseline")
 @dataclass
 class SO101BaselineConfig(PreTrainedConfig):
-    # expert | hold | random | mean
+    # Which baseline: expert (the scripted expert), hold (do nothing), random (uniform actions) or mean (one constant
+    # action, --policy.mean_action).
     kind: str = "expert"
     # so101_sim task the expert solves: reach_close | pick_place
     task: str = "reach_close"
@@ -21,6 +22,7 @@ class SO101BaselineConfig(PreTrainedConfig):
     action_scale: float = 0.025
     # The constant action of kind=mean (4 values: dx, dy, dz, gripper).
     mean_action: list[float] | None = None
+    # Seed of the random actions (kind=random).
     seed: int = 0
 
     def __post_init__(self) -> None:
