@@ -316,23 +316,31 @@ def test_a_config_error_is_part_of_the_parse_error_lerobot_prints() -> None:
     appends the reason (once, however often it is installed), which is all LeRobot's CLIs print."""
     show_config_errors_on_the_cli()  # installed at import already: must not wrap twice
     assert not hasattr(decoding.decode_dataclass.__wrapped__, "__wrapped__")
-    args = ["--policy.type=pi0_fast", "--policy.rtc_config.enabled=true", "--dataset.repo_id=local/x"]
+    args = ["--policy.type=pi0_fast", "--policy.action_layout=core", "--policy.rtc_config.enabled=true"]
+    args.append("--dataset.repo_id=local/x")
     with pytest.raises(DecodingError) as info:
         draccus.parse(TrainPipelineConfig, args=args)
     assert "Couldn't instantiate class PI0FastConfig using the given arguments. ValueError: " in str(info.value)
     assert str(info.value).count(RTC_REFUSAL) == 1
 
 
-def test_rtc_on_pi0_fast_is_refused_when_the_flags_are_parsed(inputs, tmp_path) -> None:
-    result = refuse_training(inputs, tmp_path, "pi0_fast", "--policy.rtc_config.execution_horizon=10")
+def test_rtc_on_a_core_layout_pi0_fast_is_refused_when_the_flags_are_parsed(inputs, tmp_path) -> None:
+    extra = ("--policy.action_layout=core", "--policy.rtc_config.execution_horizon=10")
+    result = refuse_training(inputs, tmp_path, "pi0_fast", *extra)
     assert_refused(result, "parse", RTC_REFUSAL)
 
 
-def test_rtc_on_pi0_fast_in_a_config_file_is_refused(inputs, tmp_path) -> None:
+def test_rtc_on_a_core_layout_pi0_fast_in_a_config_file_is_refused(inputs, tmp_path) -> None:
     out = tmp_path / "train"
     config = {
         "dataset": {"repo_id": REPO_ID, "root": str(inputs.data)},
-        "policy": {"type": "pi0_fast", "device": "cpu", "push_to_hub": False, "rtc_config": {"enabled": True}},
+        "policy": {
+            "type": "pi0_fast",
+            "device": "cpu",
+            "push_to_hub": False,
+            "action_layout": "core",
+            "rtc_config": {"enabled": True},
+        },
         "output_dir": str(out),
     }
     path = tmp_path / "train_config.json"

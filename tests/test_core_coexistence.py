@@ -3,8 +3,8 @@
 Everything runs in a fresh process that registers the plugins the way LeRobot's CLIs do
 (``register_third_party_plugins()``) and uses LeRobot's public API only: core's config class keeps its type name
 (``.type``, saving, processors), parsing ``pi0_fast`` still gives the plugin's class, and a checkpoint that core
-pi0_fast wrote with an ``rtc_config`` loads without RTC (with a warning) while a new policy asking for RTC is
-refused before its model is built.
+pi0_fast wrote with an ``rtc_config`` loads without RTC (with a warning: core's layout has no sub-chunks to force),
+while a new policy built from the same config.json gets the split layout and keeps RTC (prefix conditioning).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from policy_helpers import make_assets
 
 from lerobot_fastplus.fast import FastTokenizer
 from testing_support.core_tiny import core_pi0_fast_with_variant
-from lerobot_fastplus.policies.pi0_fast import modeling_pi0_fast
 from testing_support.synthetic_dataset import make_synthetic_dataset
 
 root = Path(sys.argv[1])
@@ -98,26 +97,22 @@ obs = {k: v for k, v in frame.items() if k.startswith("observation.")}
 obs["task"] = frame["task"]
 out["action_shape"] = list(post(policy.select_action(pre(obs))).shape)
 
-# the same config.json as a new policy (no pretrained_path): refused before the model is built
-def built(*args, **kwargs):
-    raise AssertionError("model built")
-modeling_pi0_fast.FastPlusPI0FastPytorch.__init__ = built
+# the same config.json as a new policy (no pretrained_path): split layout, RTC kept
 fresh = PreTrainedConfig.from_pretrained(root / "core_ckpt")
-try:
-    make_policy(fresh, ds_meta=dataset.meta)
-    out["fresh_error"] = None
-except Exception as err:
-    out["fresh_error"] = f"{type(err).__name__}: {err}"
+fresh.split_every = chunk  # the sub-chunk length the test's FAST tokenizer was fitted on
+fresh = make_policy(fresh, ds_meta=dataset.meta)
+out["fresh_layout"] = fresh.config.action_layout
+out["fresh_rtc"] = fresh.config.rtc_config is not None and fresh.supports_rtc()
 
-# an rtc_config next to an explicit layout is refused when the config is parsed
+# an rtc_config next to action_layout='core' is refused when the config is parsed
 data = json.loads((root / "core_ckpt" / "config.json").read_text())
-(root / "split_ckpt").mkdir()
-(root / "split_ckpt" / "config.json").write_text(json.dumps({**data, "action_layout": "split"}))
+(root / "core_rtc").mkdir()
+(root / "core_rtc" / "config.json").write_text(json.dumps({**data, "action_layout": "core"}))
 try:
-    PreTrainedConfig.from_pretrained(root / "split_ckpt")
-    out["split_error"] = None
+    PreTrainedConfig.from_pretrained(root / "core_rtc")
+    out["core_rtc_error"] = None
 except Exception as err:
-    out["split_error"] = f"{type(err).__name__}: {err}"
+    out["core_rtc_error"] = f"{type(err).__name__}: {err}"
 print("RESULT " + json.dumps(out))
 """
 
@@ -163,6 +158,9 @@ def test_a_core_checkpoint_with_an_rtc_config_loads_without_rtc(probe) -> None:
     assert probe["action_shape"] == [1, 6]
 
 
-def test_rtc_stays_refused_for_new_policies(probe) -> None:
-    assert probe["fresh_error"] == f"ValueError: {RTC_REFUSAL}"  # before the model was built
-    assert probe["split_error"] is not None and RTC_REFUSAL in probe["split_error"]
+def test_a_new_policy_from_that_config_gets_the_split_layout_and_rtc(probe) -> None:
+    assert probe["fresh_layout"] == "split" and probe["fresh_rtc"]
+
+
+def test_rtc_with_the_core_layout_is_refused_when_parsed(probe) -> None:
+    assert probe["core_rtc_error"] is not None and RTC_REFUSAL in probe["core_rtc_error"]

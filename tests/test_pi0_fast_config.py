@@ -1,4 +1,4 @@
-"""pi0_fast registration (taking over LeRobot's core type), config validation and the RTC refusal."""
+"""pi0_fast registration (taking over LeRobot's core type), config validation (RTC: test_pi0_fast_rtc.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ import pytest
 from lerobot.configs import PreTrainedConfig
 from lerobot.policies.factory import get_policy_class, make_policy_config, make_pre_post_processors
 from lerobot.policies.pi0_fast.configuration_pi0_fast import PI0FastConfig as CorePI0FastConfig
-from lerobot.policies.rtc.configuration_rtc import RTCConfig
 from pi0_fast_helpers import make_assets, make_config
 
 import lerobot_fastplus  # noqa: F401  (registers the plugin's types)
 from lerobot_fastplus.fast_action_step import FastActionTokenizerStep
 from lerobot_fastplus.policies.pi0_fast import configuration_pi0_fast
-from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import RTC_REFUSAL, SEG_IDS, PI0FastConfig
+from lerobot_fastplus.policies.pi0_fast.configuration_pi0_fast import SEG_IDS, PI0FastConfig
 from lerobot_fastplus.policies.pi0_fast.modeling_pi0_fast import PI0FastPolicy
 
 
@@ -104,18 +103,6 @@ def test_special_ids_follow_fast_skip_tokens() -> None:
     assert PI0FastConfig(fast_skip_tokens=256, action_bos_token_id=SEG_IDS[0] - 1).fast_id_base == 257152 - 257
     with pytest.raises(ValueError, match="collides with FAST or text ids"):
         PI0FastConfig(fast_skip_tokens=64)  # the default ids would be FAST ids
-
-
-def test_rtc_is_refused_at_construction(assets) -> None:
-    with pytest.raises(ValueError, match="continuous denoiser") as info:
-        PI0FastConfig(rtc_config=RTCConfig())
-    assert "pi05_ki" in str(info.value)
-    # lerobot-rollout --inference.type=rtc sets the config on a built policy, then calls init_rtc_processor
-    policy = PI0FastPolicy(make_config(assets))
-    policy.config.rtc_config = RTCConfig()
-    with pytest.raises(ValueError, match="continuous denoiser"):
-        policy.init_rtc_processor()
-    assert "flow matching" in RTC_REFUSAL
 
 
 PARSE_TRAIN_FLAGS = """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -290,8 +291,14 @@ def test_pi0_fast_sync_rollout_drives_the_robot(synthetic: Path, pi0_fast_checkp
 
 
 @pytest.mark.slow
-def test_pi0_fast_refuses_rtc_through_the_cli(pi0_fast_checkpoint: Path, tmp_path: Path) -> None:
-    result, record = rollout(pi0_fast_checkpoint, tmp_path, "--inference.type=rtc")
+def test_a_core_layout_pi0_fast_refuses_rtc_through_the_cli(pi0_fast_checkpoint: Path, tmp_path: Path) -> None:
+    """A split-layout pi0_fast runs RTC (test_pi0_fast_rtc.py); the same weights decoded with core's layout (one
+    FAST sequence per chunk, as a core checkpoint is) have no sub-chunk to force."""
+    core = tmp_path / "core_layout"
+    shutil.copytree(pi0_fast_checkpoint, core)
+    config = json.loads((core / "config.json").read_text())
+    (core / "config.json").write_text(json.dumps({**config, "action_layout": "core"}))
+    result, record = rollout(core, tmp_path, "--inference.type=rtc")
     assert result.returncode != 0
     assert RTC_REFUSAL in result.stderr, result.stderr[-3000:]
     assert not record.exists(), "the robot was connected before the refusal"

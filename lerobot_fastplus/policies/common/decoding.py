@@ -78,6 +78,23 @@ class ExactGrammar:
     def done(self, state: GrammarState) -> Tensor:
         return state.row == self.tables.done_row
 
+    def follow(self, state: GrammarState, forced: Tensor) -> GrammarState:
+        """State after each row took its forced candidates (``[B, P]``, left-padded with -1): teacher forcing, so
+        nothing is chosen, but every forced candidate must be legal."""
+        for column in forced.to(self.device).T:
+            real = column >= 0
+            chosen = column.clamp(min=0)
+            legal = self.legal(state).gather(1, chosen[:, None])[:, 0]
+            if not bool((legal | ~real).all()):
+                raise ValueError(
+                    "a forced prefix is not a legal token sequence under the exact grammar (it must be whole "
+                    "sub-chunks of this FAST tokenizer, each closed by SPLIT); re-encode them with the policy's one."
+                )
+            after = self.advance(state, chosen)
+            row, missing = torch.where(real, after.row, state.row), torch.where(real, after.missing, state.missing)
+            state = GrammarState(row, missing)
+        return state
+
 
 def choose(logits: Tensor, legal: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
     """Pick one legal candidate per row: argmax when ``temperature == 0``, else sample ``softmax(logits / T)``."""
@@ -97,15 +114,17 @@ def decode_constrained(
     max_steps: int | None = None,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
+    state: GrammarState | None = None,
 ) -> Tensor:
     """Candidate indices ``[B, <= max_steps]`` (FAST ids, SPLIT, EOS; EOS-padded once a row is done).
 
     ``hidden`` ``[B, width]`` predicts the first token, ``weight`` ``[n_candidates, width]`` scores the candidates
     (only the ids that can come next: a slice of the output layer), and ``step(chosen)`` feeds the chosen candidates
     and returns the hidden states that predict the next ones. Stops when every row is done, at the latest after the
-    grammar's bound (or ``max_steps``)."""
+    grammar's bound (or ``max_steps``). ``state``: where the grammar stands after a forced prefix (``follow``);
+    by default the start."""
     limit = grammar.max_length if max_steps is None else max_steps
-    state = grammar.start(hidden.shape[0])
+    state = grammar.start(hidden.shape[0]) if state is None else state
     generated: list[Tensor] = []
     for _ in range(limit):
         chosen = choose(hidden.float() @ weight.T, grammar.legal(state), temperature, generator)
@@ -175,10 +194,17 @@ def build_decoding_grammar(
 class DecodeReport:
     """What the last autoregressive ``predict_action_chunk`` decoded, per batch row."""
 
-    tokens: np.ndarray  # generated layout ids after BOS, EOS-padded
+    tokens: np.ndarray  # layout ids after BOS (forced ones first), EOS-padded
     parsed: ParsedActions  # what the split layout recovered from them
     held_origin: np.ndarray  # nothing decoded and no earlier action: the row holds the normalised origin
-    lengths: np.ndarray  # generated tokens per row, up to and including the first EOS
+    lengths: np.ndarray  # tokens per row after BOS (forced ones included), up to and including the first EOS
+    forced: np.ndarray | None = None  # per row, tokens forced before decoding (prefix conditioning); None: none
+    forced_steps: int = 0  # chunk steps the forced tokens encode
+
+    @property
+    def generated(self) -> np.ndarray:
+        """Tokens the decoder generated per row (forced ones are not generated)."""
+        return self.lengths if self.forced is None else self.lengths - self.forced
 
     @property
     def missing_steps(self) -> np.ndarray:

@@ -33,11 +33,12 @@ load as they were). Actions stay MEAN_STD.
 Core fields with a changed meaning: ``action_tokenizer_name`` is the FAST tokenizer (a directory, e.g. written
 by ``fastplus-train-tokenizer``, or a hub id); the decoded horizon is ``chunk_size`` (core decodes
 ``n_action_steps`` steps, wrong when they differ); ``max_action_tokens`` bounds the layout's length in
-training and ``max_decoding_steps`` the generated tokens. ``rtc_config`` must stay unset: real-time chunking
-inpaints a chunk with a continuous denoiser, which an autoregressive token decoder does not have. A config that
-names a layout or has no features yet (flags, a training config file) is refused when parsed; one with features
-but no layout (a checkpoint's config.json, written by core pi0_fast) is refused when a new policy is built from it,
-and loaded without RTC, with a warning, by ``PI0FastPolicy.from_pretrained`` (core never ran RTC on pi0_fast).
+training and ``max_decoding_steps`` the generated tokens. ``rtc_config`` (set by ``lerobot-rollout
+--inference.type=rtc``) turns on prefix conditioning, not RTC's inpainting: the still-queued actions that cover the
+inference delay are re-encoded as whole FAST sub-chunks and forced as the start of the next decode (see
+``PI0FastPolicy.predict_action_chunk``). It needs the split layout: core's layout (one FAST sequence per chunk) is
+refused, when the config names it or when the policy is built; a core checkpoint's config.json with an ``rtc_config``
+loads without it, with a warning (core never ran RTC on pi0_fast).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from pathlib import Path
 from lerobot.configs import PreTrainedConfig
 from lerobot.configs.types import NormalizationMode
 from lerobot.policies.pi0_fast.configuration_pi0_fast import PI0FastConfig as CorePI0FastConfig
+from lerobot.policies.rtc.configuration_rtc import RTCConfig
 
 from lerobot_fastplus.fast.tokenizer import FastTokenizer
 from lerobot_fastplus.policies.common.backbone import GEMMA_VARIANTS, PALIGEMMA_VOCAB_SIZE
@@ -70,10 +72,9 @@ DEFAULT_SKIP_TOKENS = 128
 # PaliGemma's <seg> ids (the 128 skipped ids at the top of the vocabulary).
 SEG_IDS = range(PALIGEMMA_VOCAB_SIZE - DEFAULT_SKIP_TOKENS, PALIGEMMA_VOCAB_SIZE)
 RTC_REFUSAL = (
-    "pi0_fast cannot run with real-time chunking (RTC): RTC inpaints the next chunk against the previous one "
-    "by guiding a continuous denoiser (flow matching), and pi0_fast decodes discrete FAST tokens "
-    "autoregressively, with no denoiser to guide. Remove rtc_config (or --inference.type=rtc), or use pi05_ki, "
-    "which samples with flow matching and supports RTC."
+    "pi0_fast with action_layout='core' cannot run with RTC: its prefix conditioning forces whole split-layout "
+    "sub-chunks, and core's layout encodes the chunk as one FAST sequence; use --inference.type=sync, or fine-tune "
+    "with action_layout='split' (--policy.init_from=<this checkpoint>)."
 )
 
 
@@ -129,6 +130,12 @@ class PI0FastConfig(CorePI0FastConfig, metaclass=_CoreClassKeepsItsName):
     action_split_token_id: int = SEG_IDS[1]
     # Vocabulary id of EOS, which ends the action sequence and pads a batch: one of the fast_skip_tokens ids.
     action_eos_token_id: int = SEG_IDS[2]
+    # Set by lerobot-rollout --inference.type=rtc. For pi0_fast this is prefix conditioning, not RTC's inpainting:
+    # the queued actions that run during inference are re-encoded as the ceil(delay / split_every) whole sub-chunks
+    # that cover the delay (at most execution_horizon steps, never the whole chunk) and forced as the decode's start;
+    # the rest of the chunk is decoded after them. Split layout only; max_guidance_weight and
+    # prefix_attention_schedule do not apply.
+    rtc_config: RTCConfig | None = None
     # Weights that initialise a new policy: a pi0_fast checkpoint (hub id such as lerobot/pi0fast-base, or a local
     # pretrained_model directory; core's or this plugin's), loaded strictly. Unlike --policy.pretrained_path, the
     # policy keeps this plugin's split layout, processors and FAST step. None: random initialisation.
@@ -147,8 +154,8 @@ class PI0FastConfig(CorePI0FastConfig, metaclass=_CoreClassKeepsItsName):
             )
         if self.dtype not in ("bfloat16", "float32"):
             raise ValueError(f"dtype must be 'bfloat16' or 'float32', got {self.dtype!r}.")
-        if self.rtc_config is not None and (self.action_layout is not None or not self.output_features):
-            raise ValueError(RTC_REFUSAL)  # not a core checkpoint's config.json (see the module docstring)
+        if self.rtc_config is not None and self.action_layout == "core":
+            raise ValueError(RTC_REFUSAL)
         if self.action_layout is not None and self.action_layout not in ACTION_LAYOUTS:
             raise ValueError(
                 f"action_layout={self.action_layout!r}; use 'split' (this plugin's layout) or 'core' (checkpoints "

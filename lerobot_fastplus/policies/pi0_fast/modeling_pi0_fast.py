@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Unpack
 
@@ -261,12 +261,22 @@ class FastPlusPI0FastPytorch(PI0FastPytorch):
         temperature: float = 0.0,
         use_kv_cache: bool = True,
         generator: torch.Generator | None = None,
+        forced: Tensor | None = None,
     ) -> Tensor:
         """Constrained decoding: candidate indices ``[B, <= grammar.max_length]`` (FAST ``0..n-1``, SPLIT ``n``, EOS
-        ``n + 1``), EOS-padded once a row is done; stops early when every row is done (``decode_constrained``)."""
+        ``n + 1``), EOS-padded once a row is done; stops early when every row is done (``decode_constrained``).
+
+        ``forced`` (``[B, P]`` candidate indices, left-padded with -1): tokens that follow BOS as given, fed with the
+        prompt in the same forward pass (teacher forcing); the result holds only the tokens generated after them."""
         batch = tokens.shape[0]
         start = self.start_ids[None].expand(batch, -1)
+        state = grammar.start(batch)
+        if forced is not None:
+            state = grammar.follow(state, forced)
+            start = torch.cat([start, self.candidate_vocab[forced.clamp(min=0)]], dim=1)
         embs, pad, ar = self.embed_sequence(images, img_masks, tokens, masks, start)
+        if forced is not None:
+            pad[:, -forced.shape[1] :] = forced >= 0  # the padding is masked out (keys, queries and positions)
         weight = self.lm_head_weight()[self.candidate_vocab].float()  # only the ids that can come next
         hidden, cache = self._backbone(
             embs, make_att_2d_masks(pad, ar), torch.cumsum(pad, dim=1) - 1, use_cache=use_kv_cache
@@ -289,7 +299,14 @@ class FastPlusPI0FastPytorch(PI0FastPytorch):
             return out[:, -1]
 
         return decode_constrained(
-            hidden[:, -1], step, weight, grammar, max_steps=max_steps, temperature=temperature, generator=generator
+            hidden[:, -1],
+            step,
+            weight,
+            grammar,
+            max_steps=max_steps,
+            temperature=temperature,
+            generator=generator,
+            state=state,
         )
 
 
@@ -320,8 +337,6 @@ class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
             raise ValueError(f"{type(self).__name__} needs the plugin's PI0FastConfig, got {type(config).__name__}.")
         config.validate_features()
         if weights_from is None:
-            if config.rtc_config is not None:
-                raise ValueError(RTC_REFUSAL)  # a config.json without layout passes the config's own check
             warn_if_state_saturates(config, dataset_stats, "pi0_fast")
             if config.init_from:
                 config.locate_init_weights()  # a wrong path fails before the model is built
@@ -394,16 +409,29 @@ class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
         return text.bos_token_id, end[0], [text.bos_token_id, *prefix]
 
     def supports_rtc(self) -> bool:
-        """No. Only ``lerobot-rollout --inference.type=rtc`` asks, before ``init_rtc_processor``; its own error
-        gives no reason, so the reason is logged here."""
-        logger.error(RTC_REFUSAL)
-        return False
+        """Split layout: yes, as prefix conditioning (``predict_action_chunk``). Core layout: no; only
+        ``lerobot-rollout --inference.type=rtc`` asks, before ``init_rtc_processor``, and its own error gives no
+        reason, so the reason is logged here."""
+        if self.config.action_layout == "core":
+            logger.error(RTC_REFUSAL)
+            return False
+        return True
 
     def init_rtc_processor(self) -> None:
-        """RTC is refused (``lerobot-rollout --inference.type=rtc`` sets ``rtc_config`` and calls this)."""
-        if self.config.rtc_config is not None:
-            raise ValueError(RTC_REFUSAL)
+        """No RTC processor: prefix conditioning happens inside the decode. ``lerobot-rollout --inference.type=rtc``
+        sets ``rtc_config`` on the built policy and calls this; the core layout is refused here."""
         self.rtc_processor = None
+        if self.config.rtc_config is None:
+            return
+        if self.config.action_layout == "core":
+            raise ValueError(RTC_REFUSAL)
+        if self.layout.n_subchunks == 1:
+            logger.warning(
+                "pi0_fast: split_every=%d equals chunk_size, so a chunk is one sub-chunk and RTC has no whole "
+                "sub-chunk to force without forcing the entire chunk; chunks are decoded as without RTC (train with "
+                "split_every < chunk_size for prefix conditioning).",
+                self.config.split_every,
+            )
 
     def reset(self) -> None:
         super().reset()
@@ -551,10 +579,51 @@ class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
         return loss, logs
 
     # ------------------------------------------------------------------ inference
+    def _forced_prefix(self, batch_size: int, delay: int | None, leftover: Tensor | None) -> tuple[Tensor | None, int]:
+        """Candidate indices ``[B, P]`` (left-padded with -1) of the whole sub-chunks of ``leftover`` to force, and
+        the chunk steps they cover; ``(None, 0)`` when nothing is forced (no RTC config, no leftover, no delay).
+
+        The forced sub-chunks are the fewest that cover the delay, ``ceil(delay / split_every)``: the steps the robot
+        runs while this chunk is computed come out as the previous chunk's (up to the tokenizer's rounding), and so
+        do the few steps up to the next sub-chunk boundary, where the generated part takes over. At most the whole
+        sub-chunks the leftover holds within ``execution_horizon`` are forced, never the whole chunk. Trailing
+        all-zero steps are LeRobot's padding of a short leftover (``_normalize_prev_actions_length``), not actions.
+        """
+        if not self._rtc_enabled() or leftover is None or not delay:
+            return None, 0
+        actions = leftover.detach().float().cpu().numpy()
+        actions = np.broadcast_to(actions if actions.ndim == 3 else actions[None], (batch_size, *actions.shape[-2:]))
+        real = np.flatnonzero(np.any(actions != 0, axis=(0, 2)))
+        steps = min(int(real[-1]) + 1 if real.size else 0, self.config.rtc_config.execution_horizon)
+        every = self.config.split_every
+        n_forced = min(-(-delay // every), steps // every, self.layout.n_subchunks - 1)
+        if n_forced <= 0:
+            return None, 0
+        split = self.model.n_fast  # SPLIT's candidate index
+        subchunks = [self.fast_tokenizer.encode(actions[:, a:b], clip=True) for a, b in self.layout.bounds[:n_forced]]
+        rows = [[token for sub in subchunks for token in (*sub[row], split)] for row in range(batch_size)]
+        forced = torch.full((batch_size, max(map(len, rows))), -1, dtype=torch.long)
+        for row, ids in enumerate(rows):
+            forced[row, forced.shape[1] - len(ids) :] = torch.tensor(ids)
+        return forced, n_forced * every
+
     @torch.no_grad()
-    def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs: Unpack[ActionSelectKwargs]) -> Tensor:
+    def predict_action_chunk(
+        self,
+        batch: dict[str, Tensor],
+        *,
+        inference_delay: int | None = None,
+        prev_chunk_left_over: Tensor | None = None,
+        **kwargs: Unpack[ActionSelectKwargs],
+    ) -> Tensor:
         """A ``[B, chunk_size, action_dim]`` chunk (normalised), decoded under the exact grammar, so every chunk is
         complete and every coefficient inside the FAST tokenizer's range. ``self.last_decode`` reports the tokens.
+
+        With ``rtc_config`` (``lerobot-rollout --inference.type=rtc``), ``prev_chunk_left_over`` (the previous
+        chunk's still-queued normalised actions) and ``inference_delay`` (steps that run while this chunk is
+        computed): prefix conditioning, not inpainting. The leftover's first ``ceil(delay / split_every)`` sub-chunks
+        are re-encoded with the FAST tokenizer and forced after BOS in the prompt's forward pass; decoding goes on
+        from the next sub-chunk (``_forced_prefix``).
 
         Should a chunk ever miss steps (no path of the grammar allows it), they hold the nearest decoded step, or the
         last action executed from the previous chunk (step ``n_action_steps - 1``), or at the start of an episode
@@ -565,6 +634,7 @@ class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
         images, img_masks = self._preprocess_images(batch)
         tokens, masks = batch[OBS_LANGUAGE_TOKENS], batch[OBS_LANGUAGE_ATTENTION_MASK]
         self.grammar = self.grammar.to(tokens.device)
+        forced, forced_steps = self._forced_prefix(tokens.shape[0], inference_delay, prev_chunk_left_over)
         generated = self.model.generate(
             images,
             img_masks,
@@ -574,10 +644,15 @@ class PI0FastPolicy(StateOnlyCameras, CorePI0FastPolicy):
             max_steps=self.max_decoding_steps,
             temperature=self.config.temperature if temperature is None else float(temperature),
             use_kv_cache=self.config.use_kv_cache,
+            forced=None if forced is None else forced.to(tokens.device),
         )
+        if forced is not None:  # the whole sequence, forced tokens first, EOS-padded
+            rows = [torch.cat([f[f >= 0], g]) for f, g in zip(forced, generated.cpu(), strict=True)]
+            generated = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.model.n_fast + 1)
         action_dim = self.config.output_features[ACTION].shape[0]
-        actions, self.last_decode = actions_from_candidates(
-            self.layout, generated, action_dim, self._previous_action, "pi0_fast"
-        )
+        actions, report = actions_from_candidates(self.layout, generated, action_dim, self._previous_action, "pi0_fast")
+        if forced is not None:
+            report = replace(report, forced=(forced >= 0).sum(dim=1).numpy(), forced_steps=forced_steps)
+        self.last_decode = report
         self._previous_action = actions[:, self.config.n_action_steps - 1].copy()
         return torch.as_tensor(actions, dtype=torch.float32, device=tokens.device)
